@@ -1,0 +1,11 @@
+//! Hugging Face checkpoints in and out.
+
+mod load;
+mod names;
+mod read;
+mod save;
+
+pub use load::{load_into_varmap, LoadReport};
+pub use names::{base_model_name, canonical_name, is_head, Mapped};
+pub use read::{find_weights, read_tensors};
+pub use save::{hf_state_dict, save_hf_dir, TOKENIZER_FILES};

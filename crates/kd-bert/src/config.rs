@@ -1,0 +1,293 @@
+//! BERT configuration, read from and written to Hugging Face `config.json`.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The feed-forward activation (`hidden_act` in `config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// Exact GELU with the error function (`gelu`).
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// Tanh approximation of GELU (`gelu_new`, also `gelu_pytorch_tanh`).
+    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    GeluNew,
+    /// Rectified linear unit (`relu`).
+    #[serde(rename = "relu")]
+    Relu,
+}
+
+impl Activation {
+    /// Parses a `hidden_act` string, naming the accepted values on error.
+    pub fn parse(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "gelu" => Ok(Self::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Self::GeluNew),
+            "relu" => Ok(Self::Relu),
+            other => Err(format!(
+                "unknown hidden_act {other:?} (supported: gelu, gelu_new, gelu_pytorch_tanh, relu)"
+            )),
+        }
+    }
+}
+
+/// Architecture of a whole model: which heads sit on the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// Encoder (+ pooler) only: `BertModel`.
+    Base,
+    /// Encoder + MLM head: `BertForMaskedLM`.
+    MaskedLm,
+    /// Encoder + pooler + classifier: `BertForSequenceClassification`.
+    SequenceClassification,
+}
+
+impl Architecture {
+    /// The Hugging Face class name written to `architectures`.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Self::Base => "BertModel",
+            Self::MaskedLm => "BertForMaskedLM",
+            Self::SequenceClassification => "BertForSequenceClassification",
+        }
+    }
+
+    /// Recognises a Hugging Face class name.
+    pub fn from_hf_name(name: &str) -> Option<Self> {
+        match name {
+            "BertModel" => Some(Self::Base),
+            "BertForMaskedLM" | "BertForPreTraining" => Some(Self::MaskedLm),
+            "BertForSequenceClassification" => Some(Self::SequenceClassification),
+            _ => None,
+        }
+    }
+}
+
+/// BERT hyper-parameters with Hugging Face field names and defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the hidden states.
+    pub hidden_size: usize,
+    /// Number of encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: usize,
+    /// Feed-forward activation name (validated by [`BertConfig::activation`]).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Dropout on embeddings and sub-layer outputs.
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities.
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// Number of learned positions.
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    /// Number of token types (segments).
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Padding token id.
+    #[serde(default)]
+    pub pad_token_id: u32,
+    /// Dropout before the classifier (falls back to `hidden_dropout_prob`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_dropout: Option<f64>,
+    /// Class names by id, for classification heads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<BTreeMap<String, String>>,
+    /// `single_label_classification` or `regression`, for classification heads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_type: Option<String>,
+    /// Hugging Face class names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architectures: Option<Vec<String>>,
+    /// Always `bert`.
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_max_pos() -> usize {
+    512
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_model_type() -> String {
+    "bert".into()
+}
+
+impl BertConfig {
+    /// Reads and validates a `config.json`, naming the file and field on error.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json_str(&text).map_err(|msg| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        })
+    }
+
+    /// Parses and validates config JSON; the error names the field.
+    pub fn from_json_str(text: &str) -> std::result::Result<Self, String> {
+        let cfg: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks field values that serde cannot (divisibility, ranges, activation name).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        Activation::parse(&self.hidden_act).map_err(|e| format!("field hidden_act: {e}"))?;
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("field {name}: must be > 0"));
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(format!(
+                "field num_attention_heads: hidden_size {} is not a multiple of {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        for (name, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
+            ("classifier_dropout", self.classifier_dropout.unwrap_or(0.0)),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("field {name}: {p} is not in [0, 1)"));
+            }
+        }
+        if self.layer_norm_eps <= 0.0 {
+            return Err("field layer_norm_eps: must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The validated activation.
+    pub fn activation(&self) -> Activation {
+        Activation::parse(&self.hidden_act).unwrap_or(Activation::Gelu)
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Number of classifier outputs (from `id2label`, default 2).
+    pub fn num_labels(&self) -> usize {
+        self.id2label.as_ref().map(|m| m.len()).unwrap_or(2)
+    }
+
+    /// Sets `id2label` for `n` classes with the given names (or `LABEL_i`).
+    pub fn set_labels(&mut self, names: Option<&[String]>, n: usize) {
+        let map = (0..n)
+            .map(|i| {
+                let name = names
+                    .and_then(|v| v.get(i).cloned())
+                    .unwrap_or_else(|| format!("LABEL_{i}"));
+                (i.to_string(), name)
+            })
+            .collect();
+        self.id2label = Some(map);
+    }
+
+    /// The architecture named in `architectures`, if recognised.
+    pub fn architecture(&self) -> Option<Architecture> {
+        self.architectures
+            .as_ref()?
+            .iter()
+            .find_map(|n| Architecture::from_hf_name(n))
+    }
+
+    /// A small random-init config, handy for tests.
+    pub fn tiny(vocab_size: usize) -> Self {
+        Self {
+            vocab_size,
+            hidden_size: 32,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 37,
+            hidden_act: "gelu".into(),
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            max_position_embeddings: 64,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            pad_token_id: 0,
+            classifier_dropout: None,
+            id2label: None,
+            problem_type: None,
+            architectures: None,
+            model_type: "bert".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_hf_fields_with_defaults() {
+        let cfg = BertConfig::from_json_str(
+            r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "intermediate_size": 16, "hidden_act": "gelu_new"}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.activation(), Activation::GeluNew);
+        assert_eq!(cfg.layer_norm_eps, 1e-12);
+        assert_eq!(cfg.type_vocab_size, 2);
+        assert_eq!(cfg.head_dim(), 4);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let missing = BertConfig::from_json_str(r#"{"vocab_size": 10}"#).unwrap_err();
+        assert!(missing.contains("hidden_size"), "{missing}");
+        let act = BertConfig::from_json_str(
+            r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "intermediate_size": 16, "hidden_act": "swish"}"#,
+        )
+        .unwrap_err();
+        assert!(act.contains("hidden_act") && act.contains("swish"), "{act}");
+        let heads = BertConfig::from_json_str(
+            r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+                "num_attention_heads": 3, "intermediate_size": 16}"#,
+        )
+        .unwrap_err();
+        assert!(heads.contains("num_attention_heads"), "{heads}");
+        let ty = BertConfig::from_json_str(
+            r#"{"vocab_size": "ten", "hidden_size": 8, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "intermediate_size": 16}"#,
+        )
+        .unwrap_err();
+        assert!(ty.contains("line 1"), "{ty}");
+    }
+}

@@ -1,0 +1,86 @@
+//! Multi-head self-attention that can hand back its scores and probabilities.
+
+use super::layers::{ForwardCtx, LayerNorm, Linear};
+use crate::config::BertConfig;
+use crate::ops;
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// Attention maps of one layer, `[B, heads, L, L]` each.
+#[derive(Debug, Clone)]
+pub struct AttentionMaps {
+    /// Pre-softmax scores `QK^T / sqrt(d) + mask`, the mask being `(1 - m) * -10000` on keys.
+    pub scores: Tensor,
+    /// Attention probabilities (softmax of the scores, before dropout).
+    pub probs: Tensor,
+}
+
+/// Self-attention plus its output projection, residual and LayerNorm.
+#[derive(Debug, Clone)]
+pub struct BertAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    layer_norm: LayerNorm,
+    heads: usize,
+    head_dim: usize,
+    attention_dropout: f64,
+    hidden_dropout: f64,
+}
+
+impl BertAttention {
+    /// Creates or loads the weights under `vb` (`attention.*`).
+    pub fn new(cfg: &BertConfig, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let sv = vb.pp("self");
+        let ov = vb.pp("output");
+        Ok(Self {
+            query: Linear::new(h, h, sv.pp("query"))?,
+            key: Linear::new(h, h, sv.pp("key"))?,
+            value: Linear::new(h, h, sv.pp("value"))?,
+            output: Linear::new(h, h, ov.pp("dense"))?,
+            layer_norm: LayerNorm::new(h, cfg.layer_norm_eps, ov.pp("LayerNorm"))?,
+            heads: cfg.num_attention_heads,
+            head_dim: cfg.head_dim(),
+            attention_dropout: cfg.attention_probs_dropout_prob,
+            hidden_dropout: cfg.hidden_dropout_prob,
+        })
+    }
+
+    /// `[B, L, H]` -> `[B, heads, L, head_dim]`.
+    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, l, _) = xs.dims3()?;
+        xs.reshape((b, l, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// Attends over `xs` `[B, L, H]` with the additive key mask `[B, 1, 1, L]`; returns the
+    /// layer output and, when `keep_maps`, the attention maps.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        additive_mask: &Tensor,
+        keep_maps: bool,
+        ctx: &mut ForwardCtx,
+    ) -> Result<(Tensor, Option<AttentionMaps>)> {
+        let (b, l, h) = xs.dims3()?;
+        let q = self.split_heads(&self.query.forward(xs)?)?;
+        let k = self.split_heads(&self.key.forward(xs)?)?;
+        let v = self.split_heads(&self.value.forward(xs)?)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(additive_mask)?;
+        let probs = ops::softmax_last_dim(&scores)?;
+        let dropped = ctx.dropout(&probs, self.attention_dropout)?;
+        let context = dropped
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, l, h))?;
+        let projected = ctx.dropout(&self.output.forward(&context)?, self.hidden_dropout)?;
+        let out = self.layer_norm.forward(&projected.add(xs)?)?;
+        let maps = keep_maps.then_some(AttentionMaps { scores, probs });
+        Ok((out, maps))
+    }
+}

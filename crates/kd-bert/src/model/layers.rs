@@ -1,0 +1,98 @@
+//! Small layers shared by the encoder and the heads.
+
+use crate::ops;
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+use rand_chacha::ChaCha8Rng;
+
+/// Per-call forward settings: dropout is active exactly when an RNG is given.
+pub struct ForwardCtx<'a> {
+    rng: Option<&'a mut ChaCha8Rng>,
+}
+
+impl<'a> ForwardCtx<'a> {
+    /// Inference: no dropout.
+    pub fn eval() -> Self {
+        Self { rng: None }
+    }
+
+    /// Training: dropout masks drawn from `rng`.
+    pub fn train(rng: &'a mut ChaCha8Rng) -> Self {
+        Self { rng: Some(rng) }
+    }
+
+    /// Whether dropout is active.
+    pub fn is_train(&self) -> bool {
+        self.rng.is_some()
+    }
+
+    /// Applies dropout with probability `p` in training, identity in eval.
+    pub fn dropout(&mut self, xs: &Tensor, p: f64) -> Result<Tensor> {
+        match self.rng.as_deref_mut() {
+            Some(rng) if p > 0.0 => ops::dropout(xs, p, rng),
+            _ => Ok(xs.clone()),
+        }
+    }
+}
+
+/// Normal(0, 0.02) init as in BERT, for freshly created weights.
+pub(crate) const WEIGHT_INIT: Init = Init::Randn {
+    mean: 0.0,
+    stdev: 0.02,
+};
+
+/// A dense layer `x W^T + b` that flattens leading dimensions into one GEMM.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// Weight, `[out, in]`.
+    pub weight: Tensor,
+    /// Bias, `[out]`.
+    pub bias: Tensor,
+}
+
+impl Linear {
+    /// Creates or loads `weight` and `bias` under `vb`.
+    pub fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints((out_dim, in_dim), "weight", WEIGHT_INIT)?;
+        let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias })
+    }
+
+    /// Applies the layer to `[..., in]`.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let dims = xs.dims();
+        let in_dim = dims[dims.len() - 1];
+        let rows = xs.elem_count() / in_dim.max(1);
+        let out = xs
+            .reshape((rows, in_dim))?
+            .matmul(&self.weight.t()?)?
+            .broadcast_add(&self.bias)?;
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("a tensor with at least one dimension") = self.weight.dim(0)?;
+        out.reshape(shape)
+    }
+}
+
+/// LayerNorm with learned scale and shift (differentiable, fused on CPU).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    /// Scale, `[hidden]`.
+    pub weight: Tensor,
+    /// Shift, `[hidden]`.
+    pub bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Creates or loads `weight` and `bias` under `vb`.
+    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(size, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(size, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias, eps })
+    }
+
+    /// Normalises the last dimension.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(xs, &self.weight, &self.bias, self.eps)
+    }
+}

@@ -1,0 +1,115 @@
+//! Feed-forward activations with fused CPU forward and backward.
+
+use super::{f32_input, fused_ok};
+use crate::config::Activation;
+use candle_core::cpu::erf::erf_f32;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Applies the configured activation.
+pub fn activate(xs: &Tensor, act: Activation) -> Result<Tensor> {
+    match act {
+        Activation::Gelu => gelu_erf(xs),
+        Activation::GeluNew => gelu_tanh(xs),
+        Activation::Relu => xs.relu(),
+    }
+}
+
+/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`.
+pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
+    if fused_ok(xs) {
+        xs.contiguous()?.apply_op1(Gelu(Kind::Erf))
+    } else {
+        xs.gelu_erf()
+    }
+}
+
+/// Tanh-approximated GELU (`gelu_new`).
+pub fn gelu_tanh(xs: &Tensor) -> Result<Tensor> {
+    if fused_ok(xs) {
+        xs.contiguous()?.apply_op1(Gelu(Kind::Tanh))
+    } else {
+        xs.gelu()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Erf,
+    Tanh,
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const INV_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+impl Kind {
+    fn value(self, x: f32) -> f32 {
+        match self {
+            Kind::Erf => 0.5 * x * (1.0 + erf_f32(x * INV_SQRT_2)),
+            Kind::Tanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh()),
+        }
+    }
+
+    fn derivative(self, x: f32) -> f32 {
+        match self {
+            Kind::Erf => {
+                0.5 * (1.0 + erf_f32(x * INV_SQRT_2)) + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+            }
+            Kind::Tanh => {
+                let inner = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+                let t = inner.tanh();
+                let dinner = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
+                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner
+            }
+        }
+    }
+}
+
+struct Gelu(Kind);
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "kd-gelu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let src = f32_input(storage, layout, self.name())?;
+        let kind = self.0;
+        let dst: Vec<f32> = src.par_iter().map(|&x| kind.value(x)).collect();
+        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let g = arg
+            .contiguous()?
+            .apply_op2_no_bwd(&grad_res.contiguous()?, &GeluGrad(self.0))?;
+        Ok(Some(g))
+    }
+}
+
+struct GeluGrad(Kind);
+
+impl CustomOp2 for GeluGrad {
+    fn name(&self) -> &'static str {
+        "kd-gelu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_input(s1, l1, self.name())?;
+        let g = f32_input(s2, l2, self.name())?;
+        let kind = self.0;
+        let dst: Vec<f32> = x
+            .par_iter()
+            .zip(g.par_iter())
+            .map(|(&x, &g)| g * kind.derivative(x))
+            .collect();
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}

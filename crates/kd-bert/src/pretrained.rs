@@ -1,0 +1,112 @@
+//! Building models: from a Hugging Face directory, or fresh from a config.
+
+use crate::checkpoint::{find_weights, is_head, load_into_varmap, read_tensors, LoadReport};
+use crate::config::{Architecture, BertConfig};
+use crate::error::{Error, Result};
+use crate::init::{init_all, init_params};
+use crate::model::Bert;
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use std::path::{Path, PathBuf};
+
+/// How to load a model directory.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Heads to build; `None` takes `architectures` from `config.json` (else `BertModel`).
+    pub architecture: Option<Architecture>,
+    /// Allow heads (pooler, MLM head, classifier) missing from the checkpoint; they are
+    /// initialised from `seed` and listed in the report.
+    pub fresh_heads: bool,
+    /// Number of classes for a classifier built fresh (overrides `id2label`).
+    pub num_labels: Option<usize>,
+    /// Seed for fresh parameters.
+    pub seed: u64,
+    /// Where the weights live.
+    pub device: Device,
+    /// Parameter dtype.
+    pub dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            architecture: None,
+            fresh_heads: false,
+            num_labels: None,
+            seed: 0,
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+}
+
+/// A model with the variables that hold its parameters.
+pub struct LoadedModel {
+    /// The model.
+    pub model: Bert,
+    /// Its parameters by Hugging Face name (trainable `Var`s).
+    pub varmap: VarMap,
+    /// Fresh and ignored tensors.
+    pub report: LoadReport,
+    /// The directory it came from, if any (tokenizer files are copied from there on save).
+    pub dir: Option<PathBuf>,
+}
+
+/// Loads `dir/config.json` and the directory's weights.
+pub fn load_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let cfg_path = dir.join("config.json");
+    if !cfg_path.is_file() {
+        return Err(Error::Config {
+            path: cfg_path,
+            msg: "not found (a model directory needs config.json)".into(),
+        });
+    }
+    let mut config = BertConfig::from_file(&cfg_path)?;
+    let arch = opts
+        .architecture
+        .or_else(|| config.architecture())
+        .unwrap_or(Architecture::Base);
+    if let Some(n) = opts.num_labels {
+        if config.num_labels() != n || config.id2label.is_none() {
+            config.set_labels(None, n);
+        }
+    }
+    let weights = find_weights(dir)?;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, opts.dtype, &opts.device);
+    let model = Bert::new(&config, arch, vb)?;
+    let tensors = read_tensors(&weights, &opts.device)?;
+    let fresh_heads = opts.fresh_heads;
+    let report = load_into_varmap(&varmap, tensors, &weights, &|n| fresh_heads && is_head(n))?;
+    init_params(&varmap, &report.initialized, opts.seed)?;
+    Ok(LoadedModel {
+        model,
+        varmap,
+        report,
+        dir: Some(dir.to_path_buf()),
+    })
+}
+
+/// Builds a randomly initialised model from `config`, reproducibly from `seed`.
+pub fn init_model(
+    config: &BertConfig,
+    architecture: Architecture,
+    seed: u64,
+    device: &Device,
+    dtype: DType,
+) -> Result<LoadedModel> {
+    config.validate().map_err(|msg| Error::Config {
+        path: PathBuf::from("<config>"),
+        msg,
+    })?;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, dtype, device);
+    let model = Bert::new(config, architecture, vb)?;
+    init_all(&varmap, seed)?;
+    Ok(LoadedModel {
+        model,
+        varmap,
+        report: LoadReport::default(),
+        dir: None,
+    })
+}

@@ -1,0 +1,42 @@
+//! Training core shared by every trainer in `kd`.
+//!
+//! Works on named candle [`Var`](candle_core::Var)s (a
+//! [`VarMap`](candle_nn::VarMap)) whose names follow Hugging Face BERT
+//! conventions; it does not depend on any model crate.
+//!
+//! Modules:
+//! - [`optim`]: AdamW with decay / no-decay groups, frozen parameters and
+//!   exportable state.
+//! - [`schedule`]: learning-rate schedules (constant and linear, with warmup).
+//! - [`grads`]: gradient accumulation, global-norm clipping, gradient
+//!   coverage checks.
+//! - [`checkpoint`]: atomic checkpoints keeping the last K, `latest` pointer.
+//! - [`metrics`]: JSON-lines metrics log.
+//! - [`progress`]: progress bar that hides itself when not on a terminal.
+//! - [`loop_state`]: step / epoch / RNG state for exact resume, seeded data
+//!   order and dropout masks.
+//! - [`params`]: named-variable helpers over a `VarMap`.
+//! - [`error`]: the crate's error type.
+
+pub mod checkpoint;
+pub mod error;
+mod fsutil;
+pub mod grads;
+pub mod loop_state;
+pub mod metrics;
+pub mod optim;
+pub mod params;
+pub mod progress;
+pub mod schedule;
+
+pub use checkpoint::{
+    load_checkpoint, load_latest, Checkpoint, CheckpointManager, TrainerState,
+};
+pub use error::{Error, Result};
+pub use grads::{clip_grad_norm, global_norm, missing_or_zero_grads, GradAccumulator};
+pub use loop_state::{dropout, dropout_mask, epoch_order, TrainState};
+pub use metrics::{read_metrics, MetricsWriter, StepMetrics};
+pub use optim::{is_no_decay, AdamW, AdamWBuilder, AdamWConfig};
+pub use params::{named_vars, NamedVar};
+pub use progress::{progress_enabled, Progress};
+pub use schedule::{warmup_from_fraction, Schedule};
