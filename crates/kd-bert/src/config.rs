@@ -135,6 +135,30 @@ fn default_model_type() -> String {
     "bert".into()
 }
 
+/// The field behind an `invalid type` / `invalid value` error, which serde reports with a
+/// position only: the one field whose removal changes the error.
+fn blame_field(text: &str) -> Option<String> {
+    let serde_json::Value::Object(obj) = serde_json::from_str(text).ok()? else {
+        return None;
+    };
+    let error = |m: serde_json::Map<String, serde_json::Value>| {
+        serde_json::from_value::<BertConfig>(serde_json::Value::Object(m))
+            .err()
+            .map(|e| e.to_string())
+    };
+    let first = error(obj.clone())?;
+    if !(first.starts_with("invalid type") || first.starts_with("invalid value")) {
+        return None;
+    }
+    obj.keys()
+        .find(|k| {
+            let mut without = obj.clone();
+            without.remove(k.as_str());
+            error(without).as_ref() != Some(&first)
+        })
+        .cloned()
+}
+
 impl BertConfig {
     /// Reads and validates a `config.json`, naming the file and field on error.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -147,7 +171,10 @@ impl BertConfig {
 
     /// Parses and validates config JSON; the error names the field.
     pub fn from_json_str(text: &str) -> std::result::Result<Self, String> {
-        let cfg: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let cfg: Self = serde_json::from_str(text).map_err(|e| match blame_field(text) {
+            Some(field) => format!("field {field}: {e}"),
+            None => e.to_string(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -288,6 +315,9 @@ mod tests {
                 "num_attention_heads": 2, "intermediate_size": 16}"#,
         )
         .unwrap_err();
-        assert!(ty.contains("line 1"), "{ty}");
+        assert!(
+            ty.contains("field vocab_size") && ty.contains("line 1"),
+            "{ty}"
+        );
     }
 }

@@ -2,8 +2,12 @@
 //!
 //! Each sequence is `[CLS]` + as many whole paragraphs of one document as fit
 //! + `[SEP]`, never crossing a document boundary. A paragraph longer than
-//! `max_len - 2` tokens is cut into chunks of `max_len - 2` tokens (the last
-//! chunk may be shorter), which are then packed like paragraphs. Sequences of
+//! `room = max_len - 2` tokens is cut into chunks of at most `room` tokens,
+//! which are then packed like paragraphs (so the last, shorter chunk can share
+//! a sequence with the next paragraph). Where the cuts go is set by [`CutRule`]:
+//! at the last sentence start in the second half of the window (the default),
+//! at the last word start there, or at exactly `room` tokens (the reference
+//! behaviour). Sequences of
 //! at most `drop_max_len` tokens and sequences with at least `max_unk_ratio`
 //! `[UNK]` tokens (both counted with the special tokens) are dropped, as in
 //! the DistilBERT data preparation.
@@ -12,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::corpus::Corpus;
 use crate::error::{DataError, Result};
-use crate::tokens::{SpecialTokens, TextEncoder};
+use crate::tokens::{SpecialTokens, TextEncoder, WordBoundaries};
 
 /// Packing settings.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -23,6 +27,33 @@ pub struct PackConfig {
     pub drop_max_len: usize,
     /// Sequences whose share of `[UNK]` is at least this are dropped (default 0.5).
     pub max_unk_ratio: f64,
+    /// Where long paragraphs are cut (default [`CutRule::Sentence`]).
+    pub cut: CutRule,
+}
+
+/// Where a paragraph longer than `max_len - 2` tokens is cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CutRule {
+    /// Every `max_len - 2` tokens, even inside a word (DistilBERT reference).
+    Exact,
+    /// At the last word start in the second half of each window (chunks keep
+    /// nearly full length).
+    Word,
+    /// At the last sentence start in the second half of each window, else as
+    /// [`CutRule::Word`] (chunks are whole sentences where possible, on average
+    /// somewhat shorter).
+    #[default]
+    Sentence,
+}
+
+impl CutRule {
+    fn max_score(self) -> u8 {
+        match self {
+            CutRule::Exact => 0,
+            CutRule::Word => 1,
+            CutRule::Sentence => 2,
+        }
+    }
 }
 
 impl Default for PackConfig {
@@ -31,6 +62,7 @@ impl Default for PackConfig {
             max_len: 128,
             drop_max_len: 11,
             max_unk_ratio: 0.5,
+            cut: CutRule::Sentence,
         }
     }
 }
@@ -109,12 +141,47 @@ pub struct Packed {
     pub stats: PackStats,
 }
 
+/// Cut points of a paragraph of `ids` into chunks of at most `room` tokens:
+/// the returned ends (exclusive), the last one `ids.len()`. Each cut is the
+/// best-scoring position in the second half of the window, the later one on a
+/// tie, the score being [`WordBoundaries::cut_score`] capped by `rule`
+/// ([`CutRule::Exact`]: always at `room` tokens).
+pub fn chunk_ends(
+    ids: &[u32],
+    room: usize,
+    boundaries: &WordBoundaries,
+    rule: CutRule,
+) -> Vec<usize> {
+    let room = room.max(1);
+    let mut ends = Vec::with_capacity(ids.len() / room + 1);
+    let mut start = 0;
+    while ids.len() - start > room {
+        let hi = start + room;
+        let cap = rule.max_score();
+        let cut = if cap == 0 {
+            hi
+        } else {
+            (start + room.div_ceil(2).max(1)..=hi)
+                .max_by_key(|&c| boundaries.cut_score(ids, c).min(cap))
+                .unwrap_or(hi)
+        };
+        ends.push(cut);
+        start = cut;
+    }
+    if start < ids.len() || ids.is_empty() {
+        ends.push(ids.len());
+    }
+    ends
+}
+
 /// Packs the already tokenized paragraphs (no special tokens) of document
 /// `doc`. Pure and deterministic; see the module doc for the rules.
+/// `boundaries` places the cuts in long paragraphs (see [`CutRule`]).
 pub fn pack_document(
     doc: u32,
     paragraphs: &[Vec<u32>],
     specials: &SpecialTokens,
+    boundaries: &WordBoundaries,
     config: &PackConfig,
 ) -> Result<Packed> {
     config.validate()?;
@@ -122,7 +189,13 @@ pub fn pack_document(
     let mut bodies: Vec<Vec<u32>> = Vec::new();
     let mut current: Vec<u32> = Vec::new();
     for paragraph in paragraphs {
-        for chunk in paragraph.chunks(room) {
+        let mut start = 0;
+        for end in chunk_ends(paragraph, room, boundaries, config.cut) {
+            let chunk = &paragraph[start..end];
+            start = end;
+            if chunk.is_empty() {
+                continue;
+            }
             if !current.is_empty() && current.len() + chunk.len() > room {
                 bodies.push(std::mem::take(&mut current));
             }
@@ -189,6 +262,7 @@ pub fn tokenize_corpus(corpus: &Corpus, encoder: &TextEncoder) -> Result<Vec<Vec
 pub fn pack_corpus(corpus: &Corpus, encoder: &TextEncoder, config: &PackConfig) -> Result<Packed> {
     config.validate()?;
     let specials = encoder.specials();
+    let boundaries = encoder.boundaries();
     let per_doc = corpus
         .documents
         .par_iter()
@@ -198,7 +272,7 @@ pub fn pack_corpus(corpus: &Corpus, encoder: &TextEncoder, config: &PackConfig) 
                 .iter()
                 .map(|p| encoder.encode(&p.text))
                 .collect::<Result<Vec<_>>>()?;
-            pack_document(doc.id, &paragraphs, &specials, config)
+            pack_document(doc.id, &paragraphs, &specials, boundaries, config)
         })
         .collect::<Result<Vec<_>>>()?;
     let mut packed = Packed::default();

@@ -166,15 +166,22 @@ fn read_task_impl(path: &Path, spec: &TaskSpec, names: Option<&[String]>) -> Res
     match spec.label_kind {
         LabelKind::ClassId => {
             for row in &rows {
-                let id = row.label.trim().parse::<u32>().map_err(|_| {
-                    bad(row, "expected a non-negative integer class id, found")
-                })?;
+                let id = row
+                    .label
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| bad(row, "expected a non-negative integer class id, found"))?;
                 labels.push(Label::Class(id));
             }
         }
         LabelKind::Regression => {
             for row in &rows {
-                let v = row.label.trim().parse::<f32>().ok().filter(|v| v.is_finite());
+                let v = row
+                    .label
+                    .trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|v| v.is_finite());
                 let v = v.ok_or_else(|| bad(row, "expected a finite number, found"))?;
                 labels.push(Label::Value(v));
             }

@@ -1,5 +1,6 @@
 //! Special-token lookup and plain (special-token-free) tokenization.
 
+use tokenizers::models::ModelWrapper;
 use tokenizers::Tokenizer;
 
 use crate::error::{DataError, Result};
@@ -55,6 +56,7 @@ pub struct TextEncoder {
     tokenizer: Tokenizer,
     specials: SpecialTokens,
     vocab_size: usize,
+    boundaries: WordBoundaries,
 }
 
 impl TextEncoder {
@@ -67,10 +69,12 @@ impl TextEncoder {
             .map_err(|e| DataError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
         let vocab_size = tokenizer.get_vocab_size(true);
+        let boundaries = WordBoundaries::from_tokenizer(&tokenizer);
         Ok(TextEncoder {
             tokenizer,
             specials,
             vocab_size,
+            boundaries,
         })
     }
 
@@ -93,8 +97,65 @@ impl TextEncoder {
         self.vocab_size
     }
 
+    /// Word and sentence boundaries of the vocabulary.
+    pub fn boundaries(&self) -> &WordBoundaries {
+        &self.boundaries
+    }
+
     /// The prepared tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+}
+
+/// Where a token sequence may be cut without splitting a word: which ids
+/// continue a word (WordPiece pieces with the continuing-subword prefix, `##`
+/// for BERT) and which end a sentence (`.`, `!`, `?`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WordBoundaries {
+    continuation: Vec<bool>,
+    sentence_end: Vec<bool>,
+}
+
+impl WordBoundaries {
+    /// Classifies every id of `tokenizer`'s vocabulary (added tokens included).
+    pub fn from_tokenizer(tokenizer: &Tokenizer) -> Self {
+        let prefix = match tokenizer.get_model() {
+            ModelWrapper::WordPiece(wp) => wp.continuing_subword_prefix.clone(),
+            _ => "##".to_string(),
+        };
+        let vocab = tokenizer.get_vocab(true);
+        let size = vocab.values().map(|&i| i as usize + 1).max().unwrap_or(0);
+        let mut b = WordBoundaries {
+            continuation: vec![false; size],
+            sentence_end: vec![false; size],
+        };
+        for (token, &id) in &vocab {
+            let id = id as usize;
+            b.continuation[id] = !prefix.is_empty() && token.starts_with(&prefix);
+            b.sentence_end[id] = matches!(token.as_str(), "." | "!" | "?");
+        }
+        b
+    }
+
+    /// How good a cut before position `at` of `ids` is: 2 at a sentence start
+    /// (or `at == 0`), 1 at any other word start, 0 inside a word. Unknown ids
+    /// count as word starts that end no sentence.
+    pub fn cut_score(&self, ids: &[u32], at: usize) -> u8 {
+        if at == 0 {
+            return 2;
+        }
+        let Some(&id) = ids.get(at) else {
+            return 2;
+        };
+        if self.continuation.get(id as usize).copied().unwrap_or(false) {
+            return 0;
+        }
+        let prev = ids[at - 1] as usize;
+        if self.sentence_end.get(prev).copied().unwrap_or(false) {
+            2
+        } else {
+            1
+        }
     }
 }

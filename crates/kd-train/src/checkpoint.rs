@@ -125,12 +125,19 @@ impl CheckpointManager {
     /// Writes a checkpoint for `state.train.step`, points `latest` at it and
     /// prunes old ones, keeping the `keep_last` highest steps. Returns the
     /// checkpoint directory. Must be called between optimizer steps.
-    pub fn save(&self, varmap: &VarMap, optimizer: &AdamW, state: &TrainerState) -> Result<PathBuf> {
+    pub fn save(
+        &self,
+        varmap: &VarMap,
+        optimizer: &AdamW,
+        state: &TrainerState,
+    ) -> Result<PathBuf> {
         self.remove_leftovers()?;
         let name = step_dir_name(state.train.step);
-        let tmp = self
-            .dir
-            .join(format!("{TMP_PREFIX}{}-{}", state.train.step, std::process::id()));
+        let tmp = self.dir.join(format!(
+            "{TMP_PREFIX}{}-{}",
+            state.train.step,
+            std::process::id()
+        ));
         std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
 
         let weights = params::snapshot(varmap);
@@ -146,9 +153,11 @@ impl CheckpointManager {
 
         let target = self.dir.join(&name);
         if target.exists() {
-            let old = self
-                .dir
-                .join(format!("{OLD_PREFIX}{}-{}", state.train.step, std::process::id()));
+            let old = self.dir.join(format!(
+                "{OLD_PREFIX}{}-{}",
+                state.train.step,
+                std::process::id()
+            ));
             std::fs::rename(&target, &old).map_err(|e| Error::io(&target, e))?;
             std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
             std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
@@ -192,9 +201,11 @@ impl CheckpointManager {
             let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
+            let p = entry.path();
             if name.starts_with(TMP_PREFIX) || name.starts_with(OLD_PREFIX) {
-                let p = entry.path();
                 std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+            } else if name.starts_with(".latest.tmp-") {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             }
         }
         Ok(())

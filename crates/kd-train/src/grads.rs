@@ -115,7 +115,10 @@ pub fn global_norm(grads: &GradStore, vars: &[NamedVar]) -> Result<f64> {
             continue;
         };
         let sq = g.to_dtype(DType::F32)?.sqr()?.sum_all()?;
-        match partials.iter_mut().find(|p| p.device().same_device(sq.device())) {
+        match partials
+            .iter_mut()
+            .find(|p| p.device().same_device(sq.device()))
+        {
             Some(p) => *p = (&*p + sq)?,
             None => partials.push(sq),
         }

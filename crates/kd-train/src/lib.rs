@@ -29,9 +29,7 @@ pub mod params;
 pub mod progress;
 pub mod schedule;
 
-pub use checkpoint::{
-    load_checkpoint, load_latest, Checkpoint, CheckpointManager, TrainerState,
-};
+pub use checkpoint::{load_checkpoint, load_latest, Checkpoint, CheckpointManager, TrainerState};
 pub use error::{Error, Result};
 pub use grads::{clip_grad_norm, global_norm, missing_or_zero_grads, GradAccumulator};
 pub use loop_state::{dropout, dropout_mask, epoch_order, TrainState};

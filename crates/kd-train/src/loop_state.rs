@@ -149,7 +149,13 @@ pub fn dropout_mask(
     // Drop when a uniform 24-bit draw falls below p.
     let cut = (p * (1u32 << 24) as f64) as u32;
     let data: Vec<f32> = (0..shape.elem_count())
-        .map(|_| if (rng.next_u32() >> 8) < cut { 0.0 } else { keep })
+        .map(|_| {
+            if (rng.next_u32() >> 8) < cut {
+                0.0
+            } else {
+                keep
+            }
+        })
         .collect();
     Ok(Tensor::from_vec(data, shape, device)?.to_dtype(dtype)?)
 }

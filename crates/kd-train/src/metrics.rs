@@ -131,7 +131,10 @@ fn truncate_after_step(path: &Path, step: u64) -> Result<()> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if v.get("step").and_then(|s| s.as_u64()).is_some_and(|s| s > step) {
+        if v.get("step")
+            .and_then(|s| s.as_u64())
+            .is_some_and(|s| s > step)
+        {
             continue;
         }
         kept.push_str(line);

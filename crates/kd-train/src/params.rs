@@ -35,9 +35,9 @@ pub fn snapshot(varmap: &VarMap) -> HashMap<String, Tensor> {
 pub fn restore(varmap: &VarMap, tensors: &HashMap<String, Tensor>, strict: bool) -> Result<()> {
     let vars = named_vars(varmap);
     for (name, var) in &vars {
-        let src = tensors.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.clone(),
-        })?;
+        let src = tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor { name: name.clone() })?;
         check_shape(name, var.dims(), src.dims())?;
         let value = src.to_dtype(var.dtype())?.to_device(var.device())?;
         var.set(&value)?;

@@ -46,7 +46,8 @@ impl Progress {
     }
 
     fn with_target(total: u64, label: &str, target: ProgressDrawTarget) -> Self {
-        let style = ProgressStyle::with_template(TEMPLATE).unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style =
+            ProgressStyle::with_template(TEMPLATE).unwrap_or_else(|_| ProgressStyle::default_bar());
         let bar = ProgressBar::with_draw_target(Some(total), target)
             .with_style(style)
             .with_prefix(label.to_string());

@@ -70,8 +70,10 @@ impl BertAttention {
         let k = self.split_heads(&self.key.forward(xs)?)?;
         let v = self.split_heads(&self.value.forward(xs)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(additive_mask)?;
-        let probs = ops::softmax_last_dim(&scores)?;
+        // Scaling q (L x d) is cheaper than scaling the L x L scores; the mask add is fused
+        // into the softmax, and the masked scores are materialised only when asked for.
+        let raw = (q * scale)?.matmul(&k.t()?)?;
+        let probs = ops::masked_softmax(&raw, additive_mask)?;
         let dropped = ctx.dropout(&probs, self.attention_dropout)?;
         let context = dropped
             .matmul(&v)?
@@ -80,7 +82,14 @@ impl BertAttention {
             .reshape((b, l, h))?;
         let projected = ctx.dropout(&self.output.forward(&context)?, self.hidden_dropout)?;
         let out = self.layer_norm.forward(&projected.add(xs)?)?;
-        let maps = keep_maps.then_some(AttentionMaps { scores, probs });
+        let maps = if keep_maps {
+            Some(AttentionMaps {
+                scores: raw.broadcast_add(additive_mask)?,
+                probs,
+            })
+        } else {
+            None
+        };
         Ok((out, maps))
     }
 }

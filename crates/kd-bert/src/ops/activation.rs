@@ -2,7 +2,6 @@
 
 use super::{f32_input, fused_ok};
 use crate::config::Activation;
-use candle_core::cpu::erf::erf_f32;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -39,6 +38,18 @@ enum Kind {
     Tanh,
 }
 
+/// erf by Abramowitz & Stegun 7.1.26 (max abs error 1.5e-7, below f32 GELU rounding noise
+/// for activations of BERT's range), several times faster than the series candle uses.
+fn erf(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
+    let ax = x.abs();
+    let t = 1.0 / (1.0 + P * ax);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let y = 1.0 - poly * (-ax * ax).exp();
+    y.copysign(x)
+}
+
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const INV_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
@@ -46,7 +57,7 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 impl Kind {
     fn value(self, x: f32) -> f32 {
         match self {
-            Kind::Erf => 0.5 * x * (1.0 + erf_f32(x * INV_SQRT_2)),
+            Kind::Erf => 0.5 * x * (1.0 + erf(x * INV_SQRT_2)),
             Kind::Tanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh()),
         }
     }
@@ -54,7 +65,7 @@ impl Kind {
     fn derivative(self, x: f32) -> f32 {
         match self {
             Kind::Erf => {
-                0.5 * (1.0 + erf_f32(x * INV_SQRT_2)) + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+                0.5 * (1.0 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
             }
             Kind::Tanh => {
                 let inner = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);

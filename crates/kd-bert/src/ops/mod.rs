@@ -13,7 +13,7 @@ mod softmax;
 pub use activation::{activate, gelu_erf, gelu_tanh};
 pub use dropout::dropout;
 pub use layer_norm::layer_norm;
-pub use softmax::softmax_last_dim;
+pub use softmax::{masked_softmax, softmax_last_dim};
 
 use candle_core::{CpuStorage, Layout, Result};
 

@@ -13,6 +13,84 @@ pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `softmax(scores + mask)` over the last dimension for attention: `scores` `[B, H, Lq, Lk]`,
+/// `mask` `[B, 1, 1, Lk]` additive. The mask add is fused into the kernel on CPU; the gradient
+/// flows to `scores` only (the mask is an input, not a parameter).
+pub fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (b, _, _, lk) = scores.dims4()?;
+    if fused_ok(scores) && fused_ok(mask) && mask.dims() == [b, 1, 1, lk] {
+        scores
+            .contiguous()?
+            .apply_op2(&mask.contiguous()?, MaskedSoftmax)
+    } else {
+        softmax_last_dim(&scores.broadcast_add(mask)?)
+    }
+}
+
+/// Row-wise softmax of `src + mask`, where row `r` uses mask row `r / rows_per_mask`.
+fn softmax_rows(dst: &mut [f32], src: &[f32], n: usize, mask: Option<(&[f32], usize)>) {
+    dst.par_chunks_mut(n)
+        .zip(src.par_chunks(n))
+        .enumerate()
+        .for_each(|(r, (d, s))| {
+            match mask {
+                Some((m, per)) => {
+                    let m = &m[(r / per) * n..(r / per + 1) * n];
+                    for ((o, &x), &mv) in d.iter_mut().zip(s).zip(m) {
+                        *o = x + mv;
+                    }
+                }
+                None => d.copy_from_slice(s),
+            }
+            let max = d.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for o in d.iter_mut() {
+                *o = (*o - max).exp();
+                sum += *o;
+            }
+            let inv = 1.0 / sum;
+            d.iter_mut().for_each(|o| *o *= inv);
+        });
+}
+
+struct MaskedSoftmax;
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "kd-masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let src = f32_input(s1, l1, self.name())?;
+        let mask = f32_input(s2, l2, self.name())?;
+        let dims = l1.dims();
+        let n = dims[dims.len() - 1].max(1);
+        let per = dims[1] * dims[2];
+        let mut dst = vec![0f32; src.len()];
+        softmax_rows(&mut dst, src, n, Some((mask, per.max(1))));
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _scores: &Tensor,
+        _mask: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = res
+            .contiguous()?
+            .apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxGrad)?;
+        Ok((Some(g), None))
+    }
+}
+
 struct SoftmaxLastDim;
 
 impl CustomOp1 for SoftmaxLastDim {
@@ -24,18 +102,7 @@ impl CustomOp1 for SoftmaxLastDim {
         let src = f32_input(storage, layout, self.name())?;
         let n = layout.dims().last().copied().unwrap_or(1).max(1);
         let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(n)
-            .zip(src.par_chunks(n))
-            .for_each(|(d, s)| {
-                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (o, &x) in d.iter_mut().zip(s) {
-                    *o = (x - max).exp();
-                    sum += *o;
-                }
-                let inv = 1.0 / sum;
-                d.iter_mut().for_each(|o| *o *= inv);
-            });
+        softmax_rows(&mut dst, src, n, None);
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 

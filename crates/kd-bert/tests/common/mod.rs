@@ -71,3 +71,44 @@ pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) -> f32 {
     assert!(err <= tol, "{what}: max abs err {err} > {tol}");
     err
 }
+
+/// Copies the plain files of `src` into `dst` (created if needed).
+pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Runs `f`, asserting that it neither panics nor succeeds, and returns its error.
+pub fn expect_err<T>(what: &str, f: impl FnOnce() -> kd_bert::Result<T>) -> kd_bert::Error {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(_)) => panic!("{what}: expected an error, got Ok"),
+        Ok(Err(e)) => {
+            println!("{what}: {e}");
+            e
+        }
+        Err(_) => panic!("{what}: panicked instead of returning an error"),
+    }
+}
+
+/// Every parameter of a model as raw f32 bits, by name.
+pub fn param_bits(varmap: &candle_nn::VarMap) -> std::collections::BTreeMap<String, Vec<u32>> {
+    let vars = varmap.data().lock().unwrap();
+    vars.iter()
+        .map(|(name, var)| {
+            let values = var
+                .as_tensor()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (name.clone(), values.iter().map(|v| v.to_bits()).collect())
+        })
+        .collect()
+}

@@ -13,7 +13,10 @@ fn clip_matches_torch() {
     let c = var(&[0.0]);
     let vars: Vec<NamedVar> = vec![("a".into(), a.clone()), ("c".into(), c.clone())];
     let mut g = GradStore::default();
-    g.insert(a.as_tensor(), Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap());
+    g.insert(
+        a.as_tensor(),
+        Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap(),
+    );
     g.insert(c.as_tensor(), Tensor::new(&[12f32], &Device::Cpu).unwrap());
     let norm = clip_grad_norm(&mut g, &vars, 6.5).unwrap();
     assert!((norm - 13.0).abs() < 1e-6);
@@ -38,7 +41,10 @@ fn clip_non_finite_norm_leaves_grads() {
     let a = var(&[0.0, 0.0]);
     let vars: Vec<NamedVar> = vec![("a".into(), a.clone())];
     let mut g = GradStore::default();
-    g.insert(a.as_tensor(), Tensor::new(&[f32::NAN, 1.0], &Device::Cpu).unwrap());
+    g.insert(
+        a.as_tensor(),
+        Tensor::new(&[f32::NAN, 1.0], &Device::Cpu).unwrap(),
+    );
     let norm = clip_grad_norm(&mut g, &vars, 1.0).unwrap();
     assert!(norm.is_nan());
     assert_eq!(values(g.get(a.as_tensor()).unwrap())[1], 1.0);
@@ -61,7 +67,12 @@ fn accumulation_matches_full_batch() {
     let (vm, lin) = linear_model();
     let vars = named_vars(&vm);
     let x = Tensor::new(
-        &[[1f32, 2., 3.], [-1., 0.5, 2.], [0.3, -0.7, 1.1], [2., 1., -1.]],
+        &[
+            [1f32, 2., 3.],
+            [-1., 0.5, 2.],
+            [0.3, -0.7, 1.1],
+            [2., 1., -1.],
+        ],
         &Device::Cpu,
     )
     .unwrap();

@@ -29,9 +29,6 @@ pub fn values(t: &Tensor) -> Vec<f64> {
 pub fn assert_close(actual: &[f64], expected: &[f64], tol: f64) {
     assert_eq!(actual.len(), expected.len(), "length mismatch");
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!(
-            (a - e).abs() <= tol,
-            "element {i}: {a} vs {e} (tol {tol})"
-        );
+        assert!((a - e).abs() <= tol, "element {i}: {a} vs {e} (tol {tol})");
     }
 }

@@ -29,7 +29,8 @@ fn lines_parse_and_append_after_reopen() {
     {
         let mut w = MetricsWriter::open(&path).unwrap();
         w.write(&record(4)).unwrap();
-        w.write(&serde_json::json!({"step": 4, "eval_accuracy": 0.9})).unwrap();
+        w.write(&serde_json::json!({"step": 4, "eval_accuracy": 0.9}))
+            .unwrap();
         assert!(w.write(&42).is_err(), "non-object records are rejected");
     }
     let text = std::fs::read_to_string(&path).unwrap();
@@ -56,7 +57,10 @@ fn torn_line_and_resume_truncation() {
     }
     drop(w);
     // Crash in the middle of a line.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     f.write_all(br#"{"step": 6, "lo"#).unwrap();
     drop(f);
 
@@ -71,12 +75,18 @@ fn torn_line_and_resume_truncation() {
     assert_eq!(steps, vec![1, 2, 3, 4]);
 
     // Plain reopen after a torn line starts a new line.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     f.write_all(b"{\"step\": 9").unwrap();
     drop(f);
     let mut w = MetricsWriter::open(&path).unwrap();
     w.write(&record(5)).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let last = text.lines().last().unwrap();
-    assert_eq!(serde_json::from_str::<StepMetrics>(last).unwrap(), record(5));
+    assert_eq!(
+        serde_json::from_str::<StepMetrics>(last).unwrap(),
+        record(5)
+    );
 }

@@ -84,9 +84,17 @@ fn adamw_matches_closed_form_f64() {
     let (w, b, opt) = three_steps(DType::F64);
     let gw: Vec<&[f64]> = GW.iter().map(|g| g.as_slice()).collect();
     let gb: Vec<&[f64]> = GB.iter().map(|g| g.as_slice()).collect();
-    assert_close(&w, &reference(&[1.0, -2.0, 0.5], &gw, &LRS, &cfg(), 0.1), 1e-12);
+    assert_close(
+        &w,
+        &reference(&[1.0, -2.0, 0.5], &gw, &LRS, &cfg(), 0.1),
+        1e-12,
+    );
     // The bias is in the no-decay group.
-    assert_close(&b, &reference(&[0.25, -0.75], &gb, &LRS, &cfg(), 0.0), 1e-12);
+    assert_close(
+        &b,
+        &reference(&[0.25, -0.75], &gb, &LRS, &cfg(), 0.0),
+        1e-12,
+    );
     assert_eq!(opt.num_updates(), 3);
 }
 
@@ -95,7 +103,11 @@ fn adamw_matches_closed_form_f32() {
     let (w, b, _) = three_steps(DType::F32);
     let gw: Vec<&[f64]> = GW.iter().map(|g| g.as_slice()).collect();
     let gb: Vec<&[f64]> = GB.iter().map(|g| g.as_slice()).collect();
-    assert_close(&w, &reference(&[1.0, -2.0, 0.5], &gw, &LRS, &cfg(), 0.1), 1e-6);
+    assert_close(
+        &w,
+        &reference(&[1.0, -2.0, 0.5], &gw, &LRS, &cfg(), 0.1),
+        1e-6,
+    );
     assert_close(&b, &reference(&[0.25, -0.75], &gb, &LRS, &cfg(), 0.0), 1e-6);
 }
 
@@ -112,11 +124,15 @@ fn adamw_matches_torch_values() {
 
 #[test]
 fn no_decay_predicate() {
-    assert!(is_no_decay("bert.encoder.layer.0.attention.self.query.bias"));
+    assert!(is_no_decay(
+        "bert.encoder.layer.0.attention.self.query.bias"
+    ));
     assert!(is_no_decay("bert.embeddings.LayerNorm.weight"));
     assert!(is_no_decay("bert.encoder.layer.3.output.LayerNorm.bias"));
     assert!(is_no_decay("cls.predictions.bias"));
-    assert!(!is_no_decay("bert.encoder.layer.0.attention.self.query.weight"));
+    assert!(!is_no_decay(
+        "bert.encoder.layer.0.attention.self.query.weight"
+    ));
     assert!(!is_no_decay("bert.embeddings.word_embeddings.weight"));
 }
 
@@ -125,14 +141,26 @@ fn groups_and_frozen_vars() {
     let vm = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let init = candle_nn::Init::Const(1.0);
-    let emb = vb.get_with_hints(3, "bert.embeddings.word_embeddings.weight", init).unwrap();
-    let ln = vb.get_with_hints(3, "bert.embeddings.LayerNorm.weight", init).unwrap();
-    let q = vb.get_with_hints(3, "bert.encoder.layer.0.attention.self.query.weight", init).unwrap();
+    let emb = vb
+        .get_with_hints(3, "bert.embeddings.word_embeddings.weight", init)
+        .unwrap();
+    let ln = vb
+        .get_with_hints(3, "bert.embeddings.LayerNorm.weight", init)
+        .unwrap();
+    let q = vb
+        .get_with_hints(3, "bert.encoder.layer.0.attention.self.query.weight", init)
+        .unwrap();
     let opt_builder = AdamW::builder(cfg()).freeze_when(|n| n.contains("embeddings.word_"));
     let mut opt = opt_builder.build(&vm).unwrap();
-    assert_eq!(opt.frozen_names(), ["bert.embeddings.word_embeddings.weight"]);
+    assert_eq!(
+        opt.frozen_names(),
+        ["bert.embeddings.word_embeddings.weight"]
+    );
     assert_eq!(opt.no_decay_names(), ["bert.embeddings.LayerNorm.weight"]);
-    assert_eq!(opt.decay_names(), ["bert.encoder.layer.0.attention.self.query.weight"]);
+    assert_eq!(
+        opt.decay_names(),
+        ["bert.encoder.layer.0.attention.self.query.weight"]
+    );
     let loss = (emb.sum_all().unwrap() + ln.sum_all().unwrap() + q.sum_all().unwrap()).unwrap();
     let grads = loss.backward().unwrap();
     opt.step(&grads).unwrap();
@@ -144,7 +172,10 @@ fn groups_and_frozen_vars() {
     assert!(!state.keys().any(|k| k.contains("word_embeddings")));
 
     // Explicit decay predicate: nothing decays.
-    let opt = AdamW::builder(cfg()).decay_when(|_| false).build(&vm).unwrap();
+    let opt = AdamW::builder(cfg())
+        .decay_when(|_| false)
+        .build(&vm)
+        .unwrap();
     assert!(opt.decay_names().is_empty());
 }
 
@@ -183,7 +214,11 @@ fn state_roundtrip_continues_identically() {
         let mut st = opt.state_tensors().unwrap();
         st.insert("__weights".into(), a.as_tensor().copy().unwrap());
         opt.step(&grads_for(&[(&a, &[-0.2, 0.4, 0.1])])).unwrap();
-        (a.as_tensor().to_vec1::<f32>().unwrap(), st, opt.num_updates())
+        (
+            a.as_tensor().to_vec1::<f32>().unwrap(),
+            st,
+            opt.num_updates(),
+        )
     };
     let (straight, st, n1) = run(None);
     let (resumed, _, n2) = run(Some(&st));
@@ -204,15 +239,24 @@ fn load_state_errors() {
     let mut missing = good.clone();
     missing.remove("exp_avg_sq.a");
     let err = opt.load_state_tensors(&missing).unwrap_err();
-    assert!(matches!(&err, Error::MissingTensor { name } if name == "exp_avg_sq.a"), "{err}");
+    assert!(
+        matches!(&err, Error::MissingTensor { name } if name == "exp_avg_sq.a"),
+        "{err}"
+    );
 
     let mut bad_shape = good.clone();
-    bad_shape.insert("exp_avg.a".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
+    bad_shape.insert(
+        "exp_avg.a".into(),
+        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
     let err = opt.load_state_tensors(&bad_shape).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
 
     let mut extra = good.clone();
-    extra.insert("exp_avg.frozen".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
+    extra.insert(
+        "exp_avg.frozen".into(),
+        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
     let err = opt.load_state_tensors(&extra).unwrap_err();
     assert!(matches!(err, Error::UnexpectedTensor { .. }), "{err}");
 

@@ -28,7 +28,14 @@ fn linear_warmup_decay_values() {
 #[test]
 fn constant_with_warmup_values() {
     let s = Schedule::Constant { warmup_steps: 4 };
-    for (step, f) in [(0, 0.0), (1, 0.25), (2, 0.5), (3, 0.75), (4, 1.0), (10_000, 1.0)] {
+    for (step, f) in [
+        (0, 0.0),
+        (1, 0.25),
+        (2, 0.5),
+        (3, 0.75),
+        (4, 1.0),
+        (10_000, 1.0),
+    ] {
         assert_eq!(s.factor(step), f, "step {step}");
     }
     let none = Schedule::Constant { warmup_steps: 0 };
@@ -80,7 +87,8 @@ fn serde_kind_tag() {
     struct Cfg {
         schedule: Schedule,
     }
-    let text = "[schedule]\nkind = \"linear_warmup_decay\"\nwarmup_steps = 100\ntotal_steps = 1000\n";
+    let text =
+        "[schedule]\nkind = \"linear_warmup_decay\"\nwarmup_steps = 100\ntotal_steps = 1000\n";
     let cfg: Cfg = toml::from_str(text).unwrap();
     assert_eq!(
         cfg.schedule,
