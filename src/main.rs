@@ -1,1 +1,43 @@
-fn main() {}
+//! `kd`: knowledge distillation of BERT with an offline teacher cache.
+//!
+//! A thin command-line front end over the `kd-bert`, `kd-data` and `kd-train` crates: one
+//! subcommand per stage, dispatched through [`commands::Command`].
+
+mod commands;
+mod device;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Command-line arguments of `kd`.
+#[derive(Debug, Parser)]
+#[command(name = "kd", version, about, long_about = None)]
+struct Cli {
+    /// Options shared by every subcommand.
+    #[command(flatten)]
+    global: commands::GlobalArgs,
+    /// The stage to run.
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.run(&cli.global) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed stdout (`kd ... | head`) is not a failure of kd.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether an error was caused by writing to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, Tensor};
 use common::*;
 use kd_bert::checkpoint::{save_hf_dir, TOKENIZER_FILES};
 use kd_bert::{
@@ -12,8 +12,8 @@ use kd_bert::{
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-/// The model's head output for `input`: MLM or classifier logits, else the last hidden state
-/// and the pooled output side by side.
+/// The model's head output for `input`: MLM or classifier logits, else the (flattened) last
+/// hidden state and the pooled output side by side.
 fn head_output(m: &LoadedModel, input: &kd_bert::BertInput) -> Tensor {
     let out = m.model.encode(input, &[], &mut ForwardCtx::eval()).unwrap();
     match m.model.architecture {
@@ -24,8 +24,8 @@ fn head_output(m: &LoadedModel, input: &kd_bert::BertInput) -> Tensor {
         Architecture::Base => {
             let pooled = m.model.pooler.as_ref().unwrap();
             let pooled = pooled.forward(out.last_hidden_state()).unwrap();
-            let cls = out.last_hidden_state().i((.., 0)).unwrap();
-            Tensor::cat(&[cls, pooled], 1).unwrap()
+            let hidden = out.last_hidden_state().flatten_from(1).unwrap();
+            Tensor::cat(&[hidden, pooled], 1).unwrap()
         }
     }
 }

@@ -5,10 +5,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
+use crate::encode::EncodedExample;
 use crate::error::{DataError, Result};
 use crate::masking::{uniform_below, MaskedSequence};
 use crate::packing::PackedSequence;
-use crate::task::{EncodedExample, Label};
+use crate::task::Label;
 
 /// One sequence to put in a batch.
 #[derive(Debug, Clone, Copy, PartialEq)]

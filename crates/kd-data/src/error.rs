@@ -92,6 +92,12 @@ pub enum DataError {
         /// What was expected.
         problem: String,
     },
+    /// A task file holds no example.
+    #[error("{path}: no examples")]
+    EmptyDataset {
+        /// The file.
+        path: PathBuf,
+    },
     /// A line of a fixed-format file is malformed.
     #[error("{path}:{line}: {message}")]
     Malformed {

@@ -6,8 +6,8 @@
 //!   name file and line) in a deterministic order with stable document ids.
 //! - [`packing`]: parallel tokenization and document-aware packing into
 //!   `[CLS] paragraphs [SEP]` sequences with the DistilBERT drop rules.
-//! - [`task`]: classification/regression datasets from TSV or JSONL and their
-//!   `[CLS] a [SEP] b [SEP]` encoding.
+//! - [`task`]: classification/regression datasets from TSV or JSONL.
+//! - [`encode`]: `[CLS] a [SEP] b [SEP]` encoding of task examples.
 //! - [`movie_reviews`]: the movie-review sentiment set with its fixed split.
 //! - [`masking`]: deterministic MLM masking (80/10/10, optional frequency
 //!   smoothing) and token counts.
@@ -21,8 +21,11 @@
 //! ids are looked up by their strings (`[CLS]`, `[SEP]`, `[MASK]`, `[PAD]`,
 //! `[UNK]`).
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod corpus;
+pub mod encode;
 pub mod error;
 pub mod masking;
 pub mod movie_reviews;
@@ -33,12 +36,13 @@ pub mod tokens;
 
 pub use batch::{collate, length_grouped_batches, Batch, BatchItem, GroupConfig};
 pub use corpus::{Corpus, CorpusFormat, Document, Paragraph};
+pub use encode::{encode_dataset, encode_text_pair, EncodedExample};
 pub use error::{DataError, Result};
 pub use masking::{mask_rng, MaskAction, MaskConfig, MaskedSequence, Masker, TokenCounts};
 pub use movie_reviews::{load_movie_reviews, MovieReview, MovieReviews, Split};
-pub use packing::{pack_corpus, PackConfig, PackStats, Packed, PackedSequence};
+pub use packing::{pack_corpus, CutRule, PackConfig, PackStats, Packed, PackedSequence};
 pub use task::{
-    encode_dataset, encode_text_pair, read_task, read_task_with_labels, ColumnRef, EncodedExample,
-    Label, LabelKind, TaskDataset, TaskExample, TaskFormat, TaskSpec,
+    read_task, read_task_with_labels, ColumnRef, Label, LabelKind, TaskDataset, TaskExample,
+    TaskFormat, TaskSpec,
 };
-pub use tokens::{SpecialTokens, TextEncoder};
+pub use tokens::{SpecialTokens, TextEncoder, WordBoundaries};

@@ -148,10 +148,10 @@ impl TokenCounts {
 
     /// Counts every token of `ids`; an id outside the vocabulary is an error.
     pub fn add(&mut self, ids: &[u32]) -> Result<()> {
-        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.vocab_size) {
+        let size = self.counts.len();
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= size) {
             return Err(DataError::Invalid(format!(
-                "token id {bad} outside the vocabulary of {}",
-                self.vocab_size
+                "token id {bad} outside the vocabulary of {size}"
             )));
         }
         for &t in ids {

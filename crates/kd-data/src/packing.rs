@@ -1,16 +1,15 @@
 //! Tokenization of a corpus and document-aware packing into sequences.
 //!
-//! Each sequence is `[CLS]` + as many whole paragraphs of one document as fit
-//! + `[SEP]`, never crossing a document boundary. A paragraph longer than
-//! `room = max_len - 2` tokens is cut into chunks of at most `room` tokens,
-//! which are then packed like paragraphs (so the last, shorter chunk can share
-//! a sequence with the next paragraph). Where the cuts go is set by [`CutRule`]:
-//! at the last sentence start in the second half of the window (the default),
-//! at the last word start there, or at exactly `room` tokens (the reference
-//! behaviour). Sequences of
-//! at most `drop_max_len` tokens and sequences with at least `max_unk_ratio`
-//! `[UNK]` tokens (both counted with the special tokens) are dropped, as in
-//! the DistilBERT data preparation.
+//! Each sequence is `[CLS]`, then as many whole paragraphs of one document as
+//! fit, then `[SEP]`; it never crosses a document boundary. A paragraph longer
+//! than `room = max_len - 2` tokens is cut into chunks of at most `room`
+//! tokens, which are then packed like paragraphs (so the last, shorter chunk
+//! can share a sequence with the next paragraph). Where the cuts go is set by
+//! [`CutRule`]: at the last sentence start in the second half of the window
+//! (the default), at the last word start there, or at exactly `room` tokens
+//! (the reference behaviour). Sequences of at most `drop_max_len` tokens and
+//! sequences with at least `max_unk_ratio` `[UNK]` tokens (both counted with
+//! the special tokens) are dropped, as in the DistilBERT data preparation.
 
 use rayon::prelude::*;
 

@@ -4,12 +4,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use crate::corpus::json_text_field;
 use crate::error::{DataError, Result};
 use crate::text::read_lines;
-use crate::tokens::TextEncoder;
 
 /// A column of a TSV file or a field of a JSONL record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,8 +128,9 @@ struct RawRow {
     label: String,
 }
 
-/// Reads a task file. With [`LabelKind::Named`] the label vocabulary is built
-/// from this file; use [`read_task_with_labels`] for dev/test files so that
+/// Reads a task file; a file without examples is an error. Label strings are
+/// trimmed. With [`LabelKind::Named`] the label vocabulary is built from this
+/// file; use [`read_task_with_labels`] for dev/test files so that
 /// they share the training file's vocabulary.
 pub fn read_task(path: &Path, spec: &TaskSpec) -> Result<TaskDataset> {
     read_task_impl(path, spec, None)
@@ -153,6 +151,11 @@ fn read_task_impl(path: &Path, spec: &TaskSpec, names: Option<&[String]>) -> Res
         TaskFormat::Tsv { header } => read_tsv_rows(path, spec, header)?,
         TaskFormat::Jsonl => read_jsonl_rows(path, spec)?,
     };
+    if rows.is_empty() {
+        return Err(DataError::EmptyDataset {
+            path: path.to_path_buf(),
+        });
+    }
     let column = spec.label.to_string();
     let bad = |row: &RawRow, problem: &str| DataError::BadLabel {
         path: path.to_path_buf(),
@@ -282,7 +285,7 @@ fn read_tsv_rows(path: &Path, spec: &TaskSpec, header: bool) -> Result<Vec<RawRo
                 line: l.number,
                 text: fields[text_col].to_string(),
                 pair: pair_col.map(|c| fields[c].to_string()),
-                label: fields[label_col].to_string(),
+                label: fields[label_col].trim().to_string(),
             })
         })
         .collect()
@@ -315,7 +318,9 @@ fn read_jsonl_rows(path: &Path, spec: &TaskSpec) -> Result<Vec<RawRow>> {
             .as_deref()
             .map(|f| json_text_field(path, line.number, &value, f).map(str::to_string))
             .transpose()?;
-        let label = json_label(path, line.number, &value, &label_field)?;
+        let label = json_label(path, line.number, &value, &label_field)?
+            .trim()
+            .to_string();
         rows.push(RawRow {
             line: line.number,
             text,
@@ -332,85 +337,4 @@ fn json_label(path: &Path, line: usize, value: &serde_json::Value, field: &str) 
         Some(serde_json::Value::Bool(b)) => Ok(b.to_string()),
         _ => json_text_field(path, line, value, field).map(str::to_string),
     }
-}
-
-/// One encoded example.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EncodedExample {
-    /// `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`.
-    pub input_ids: Vec<u32>,
-    /// 0 over `[CLS] a [SEP]`, 1 over `b [SEP]`.
-    pub token_type_ids: Vec<u32>,
-    /// The label.
-    pub label: Label,
-}
-
-/// Shortens `a` and `b` to at most `budget` tokens together, one token at a
-/// time from the end of the longer one (from `b` on a tie), like the
-/// `longest_first` strategy of the BERT reference tokenizers.
-pub fn truncate_longest_first(a: &mut Vec<u32>, b: &mut Vec<u32>, budget: usize) {
-    while a.len() + b.len() > budget {
-        if a.len() > b.len() {
-            a.pop();
-        } else {
-            b.pop();
-        }
-    }
-}
-
-/// Encodes one text or text pair into at most `max_len` (>= 3) tokens:
-/// `[CLS] a [SEP]` with token types 0, or `[CLS] a [SEP] b [SEP]` with token
-/// types 0 then 1, truncating longest-first. Returns `(input_ids, token_type_ids)`.
-pub fn encode_text_pair(
-    encoder: &TextEncoder,
-    a: &str,
-    b: Option<&str>,
-    max_len: usize,
-) -> Result<(Vec<u32>, Vec<u32>)> {
-    if max_len < 3 {
-        return Err(DataError::Invalid(format!(
-            "max_len must be at least 3, got {max_len}"
-        )));
-    }
-    let s = encoder.specials();
-    let mut ta = encoder.encode(a)?;
-    let mut tb = b.map(|b| encoder.encode(b)).transpose()?;
-    match tb.as_mut() {
-        Some(tb) => truncate_longest_first(&mut ta, tb, max_len - 3),
-        None => ta.truncate(max_len - 2),
-    }
-    let mut ids = Vec::with_capacity(max_len);
-    ids.push(s.cls);
-    ids.extend_from_slice(&ta);
-    ids.push(s.sep);
-    let first = ids.len();
-    if let Some(tb) = tb {
-        ids.extend_from_slice(&tb);
-        ids.push(s.sep);
-    }
-    let mut types = vec![0u32; first];
-    types.resize(ids.len(), 1);
-    Ok((ids, types))
-}
-
-/// Encodes every example of `dataset` (in parallel on the current rayon
-/// pool; the output keeps the file order).
-pub fn encode_dataset(
-    dataset: &TaskDataset,
-    encoder: &TextEncoder,
-    max_len: usize,
-) -> Result<Vec<EncodedExample>> {
-    dataset
-        .examples
-        .par_iter()
-        .map(|ex| {
-            let (input_ids, token_type_ids) =
-                encode_text_pair(encoder, &ex.text, ex.text_pair.as_deref(), max_len)?;
-            Ok(EncodedExample {
-                input_ids,
-                token_type_ids,
-                label: ex.label,
-            })
-        })
-        .collect()
 }

@@ -68,9 +68,9 @@ fn labels_and_inputs_are_consistent() {
                 MaskAction::Random => assert!((out.input_ids[p] as usize) < common::VOCAB.len()),
             }
         }
-        for p in 0..ids.len() {
+        for (p, (&got, &orig)) in out.input_ids.iter().zip(&ids).enumerate() {
             if !out.positions.contains(&(p as u32)) {
-                assert_eq!(out.input_ids[p], ids[p]);
+                assert_eq!(got, orig);
             }
         }
     }
@@ -199,7 +199,7 @@ fn smoothing_favours_rare_tokens() {
     let the = id("the");
     let mut counts = TokenCounts::new(common::VOCAB.len());
     counts.add(&vec![the; 1000]).unwrap();
-    counts.add(&vec![cat; 10]).unwrap();
+    counts.add(&[cat; 10]).unwrap();
     let cfg = MaskConfig {
         smoothing: Some(0.7),
         ..MaskConfig::default()

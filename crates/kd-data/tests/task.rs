@@ -5,7 +5,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{encoder, id};
-use kd_data::task::truncate_longest_first;
+use kd_data::encode::truncate_longest_first;
 use kd_data::{
     encode_dataset, encode_text_pair, read_task, read_task_with_labels, ColumnRef, DataError,
     Label, LabelKind, TaskFormat, TaskSpec,
@@ -253,4 +253,15 @@ fn encode_dataset_keeps_order_and_labels() {
     assert_eq!(out[0].label, Label::Class(1));
     assert_eq!(out[1].input_ids.len(), 1 + 1 + 1 + 3 + 1);
     assert_eq!(out[1].token_type_ids, [0, 0, 0, 1, 1, 1, 1]);
+}
+
+#[test]
+fn empty_task_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, "e.tsv", "sentence\tlabel\n\n");
+    let err = read_task(&p, &spec(TSV, LabelKind::ClassId)).unwrap_err();
+    assert!(matches!(err, DataError::EmptyDataset { .. }), "{err:?}");
+    let p = write(&dir, "e.jsonl", "");
+    let err = read_task(&p, &spec(TaskFormat::Jsonl, LabelKind::ClassId)).unwrap_err();
+    assert!(err.to_string().contains("e.jsonl"), "{err}");
 }

@@ -8,6 +8,23 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Errors raised by the training core.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The task being trained failed (data, model or loss error).
+    #[error("{0}")]
+    Task(Box<dyn std::error::Error + Send + Sync>),
+
+    /// The loss or gradient norm became NaN or infinite; the last good checkpoint is kept.
+    #[error("non-finite {what} ({value}) at step {step}: stopping; the last good checkpoint in {checkpoints} is kept")]
+    NonFinite {
+        /// `loss` or `gradient norm`.
+        what: &'static str,
+        /// The offending value.
+        value: f64,
+        /// Optimizer step at which it happened.
+        step: u64,
+        /// The checkpoint directory.
+        checkpoints: PathBuf,
+    },
+
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -15,6 +15,8 @@
 //! - [`progress`]: progress bar that hides itself when not on a terminal.
 //! - [`loop_state`]: step / epoch / RNG state for exact resume, seeded data
 //!   order and dropout masks.
+//! - [`trainer`]: the training loop (accumulation, clipping, schedule, NaN guard, metrics,
+//!   progress, checkpoints, exact resume) over a [`TrainTask`].
 //! - [`params`]: named-variable helpers over a `VarMap`.
 //! - [`error`]: the crate's error type.
 
@@ -28,6 +30,7 @@ pub mod optim;
 pub mod params;
 pub mod progress;
 pub mod schedule;
+pub mod trainer;
 
 pub use checkpoint::{load_checkpoint, load_latest, Checkpoint, CheckpointManager, TrainerState};
 pub use error::{Error, Result};
@@ -38,3 +41,4 @@ pub use optim::{is_no_decay, AdamW, AdamWBuilder, AdamWConfig};
 pub use params::{named_vars, NamedVar};
 pub use progress::{progress_enabled, Progress};
 pub use schedule::{warmup_from_fraction, Schedule};
+pub use trainer::{run_training, LoopConfig, MicroBatch, RunSummary, TrainTask};

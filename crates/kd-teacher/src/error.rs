@@ -1,0 +1,37 @@
+//! Errors of teacher preparation.
+
+/// Anything that stops a fine-tuning run; the message names the file or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Model, checkpoint or tokenizer problem.
+    #[error(transparent)]
+    Model(#[from] kd_bert::Error),
+    /// Corpus or dataset problem.
+    #[error(transparent)]
+    Data(#[from] kd_data::DataError),
+    /// Training-loop problem (checkpoint, optimizer, non-finite loss).
+    #[error(transparent)]
+    Train(#[from] kd_train::Error),
+    /// Tensor operation failure.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A setting that cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// I/O on a named path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Wraps any error of this crate for the training loop's task interface.
+pub(crate) fn to_train(e: Error) -> kd_train::Error {
+    kd_train::Error::Task(Box::new(e))
+}

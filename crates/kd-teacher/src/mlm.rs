@@ -1,0 +1,280 @@
+//! MLM fine-tuning on a text corpus: fits (or adapts) a teacher's masked-LM head, attaching a
+//! fresh head with its decoder tied to the word embeddings when the checkpoint has none.
+
+use crate::error::to_train;
+use crate::evaluate::{mlm_accuracy, MlmEval};
+use crate::tensors::{bert_input, mlm_targets};
+use crate::{Error, Result};
+use candle_core::{DType, Device};
+use kd_bert::checkpoint::save_hf_dir;
+use kd_bert::model::gather_positions;
+use kd_bert::tokenizer::load_tokenizer;
+use kd_bert::{load_model, Architecture, Bert, ForwardCtx, LoadOptions};
+use kd_data::{
+    collate, length_grouped_batches, pack_corpus, BatchItem, Corpus, CorpusFormat, GroupConfig,
+    MaskConfig, MaskedSequence, Masker, PackConfig, PackedSequence, TextEncoder,
+};
+use kd_train::{run_training, AdamW, AdamWConfig, LoopConfig, MicroBatch, TrainTask};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Settings of an MLM fine-tuning run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MlmConfig {
+    /// Model directory (any BERT checkpoint; a missing MLM head is created).
+    pub model: PathBuf,
+    /// Corpus files or folders (one paragraph per line; JSONL with `text_field`).
+    pub corpus: Vec<PathBuf>,
+    /// JSONL text field; plain text when absent.
+    pub text_field: Option<String>,
+    /// The last this-many documents (in file order) are held out for evaluation.
+    pub heldout_docs: usize,
+    /// Output directory: `model/` (HF directory), `metrics.jsonl`, `checkpoints/`,
+    /// `report.json`.
+    pub out: PathBuf,
+    /// Longest packed sequence.
+    pub max_len: usize,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Train on a seeded sample of at most this many sequences.
+    pub max_train_sequences: Option<usize>,
+    /// Evaluate on at most this many held-out sequences.
+    pub max_eval_sequences: usize,
+    /// Train only the MLM head (encoder and the tied embeddings stay fixed).
+    pub freeze_encoder: bool,
+    /// Masking of training and evaluation sequences.
+    pub mask: MaskConfig,
+    /// Seed of the evaluation masks (fixed so that runs compare).
+    pub eval_seed: u64,
+    /// Optimisation settings.
+    pub train: LoopConfig,
+}
+
+impl Default for MlmConfig {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::new(),
+            corpus: Vec::new(),
+            text_field: None,
+            heldout_docs: 10,
+            out: PathBuf::from("runs/mlm"),
+            max_len: 128,
+            batch_size: 32,
+            max_train_sequences: None,
+            max_eval_sequences: 1000,
+            freeze_encoder: false,
+            mask: MaskConfig::default(),
+            eval_seed: 1234,
+            train: LoopConfig {
+                lr: 1e-4,
+                warmup_fraction: 0.05,
+                ..LoopConfig::default()
+            },
+        }
+    }
+}
+
+/// Outcome of an MLM fine-tuning run (also written to `out/report.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct MlmReport {
+    /// Held-out masked-token accuracy before training.
+    pub before: MlmEval,
+    /// Held-out masked-token accuracy after training.
+    pub after: MlmEval,
+    /// Sequences trained on / evaluated on.
+    pub train_sequences: usize,
+    /// Held-out sequences.
+    pub eval_sequences: usize,
+    /// Documents used for training and held out.
+    pub train_docs: usize,
+    /// Held-out documents (the last ones in file order).
+    pub heldout_docs: usize,
+    /// Parameters left untrained (freeze).
+    pub frozen_encoder: bool,
+    /// Heads created fresh because the checkpoint lacked them.
+    pub fresh_parameters: Vec<String>,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Training throughput of this process.
+    pub tokens_per_s: f64,
+    /// The saved model directory.
+    pub model_dir: PathBuf,
+}
+
+struct MlmTask<'a> {
+    model: &'a Bert,
+    sequences: Vec<PackedSequence>,
+    masker: Masker,
+    group: GroupConfig,
+    seed: u64,
+    epoch: u64,
+    frozen: bool,
+    pad: u32,
+    device: Device,
+    eval: &'a [(u64, MaskedSequence)],
+}
+
+impl TrainTask for MlmTask<'_> {
+    fn epoch_batches(&mut self, epoch: u64) -> kd_train::Result<Vec<Vec<usize>>> {
+        self.epoch = epoch;
+        let lengths: Vec<usize> = self.sequences.iter().map(|s| s.input_ids.len()).collect();
+        length_grouped_batches(&lengths, &self.group, self.seed, epoch)
+            .map_err(|e| to_train(e.into()))
+    }
+
+    fn micro_batch(&mut self, batch: &[usize], rng: &mut ChaCha8Rng) -> kd_train::Result<MicroBatch> {
+        self.step(batch, rng).map_err(to_train)
+    }
+
+    fn end_of_epoch(&mut self, epoch: u64, step: u64) -> kd_train::Result<serde_json::Value> {
+        let e = mlm_accuracy(self.model, self.eval, 64, self.pad, &self.device)
+            .map_err(to_train)?;
+        Ok(serde_json::json!({"epoch": epoch, "step": step, "heldout_top1": e.top1, "heldout_loss": e.loss}))
+    }
+}
+
+impl MlmTask<'_> {
+    fn step(&self, idx: &[usize], rng: &mut ChaCha8Rng) -> Result<MicroBatch> {
+        let masked: Vec<MaskedSequence> = idx
+            .iter()
+            .map(|&i| {
+                let s = &self.sequences[i];
+                self.masker.mask(&s.input_ids, self.seed, self.epoch, s.id)
+            })
+            .collect();
+        let items: Vec<BatchItem> = idx
+            .iter()
+            .zip(&masked)
+            .map(|(&i, m)| BatchItem::masked(self.sequences[i].id, m))
+            .collect();
+        let batch = collate(&items, self.pad)?;
+        let input = bert_input(&batch, &self.device)?;
+        let hidden = if self.frozen {
+            let out = self.model.encode(&input, &[], &mut ForwardCtx::eval())?;
+            out.last_hidden_state().detach()
+        } else {
+            let out = self.model.encode(&input, &[], &mut ForwardCtx::train(rng))?;
+            out.last_hidden_state().clone()
+        };
+        let (pos, labels) = mlm_targets(&batch, &self.device)?;
+        let logits = self.model.mlm_logits(&gather_positions(&hidden, &pos)?)?;
+        let loss = candle_nn::loss::cross_entropy(&logits.to_dtype(DType::F32)?, &labels)?;
+        Ok(MicroBatch {
+            loss,
+            terms: BTreeMap::new(),
+            tokens: batch.num_tokens(),
+        })
+    }
+}
+
+/// Runs MLM fine-tuning as configured, resuming from `out/checkpoints` if present.
+pub fn run_mlm(cfg: &MlmConfig, device: &Device) -> Result<MlmReport> {
+    if cfg.corpus.is_empty() {
+        return Err(Error::Config("mlm: no corpus given".into()));
+    }
+    let tokenizer = load_tokenizer(&cfg.model)?;
+    let encoder = TextEncoder::new(&tokenizer)?;
+    let format = match &cfg.text_field {
+        Some(f) => CorpusFormat::Jsonl {
+            text_field: f.clone(),
+        },
+        None => CorpusFormat::Text,
+    };
+    let corpus = Corpus::load(&cfg.corpus, &format)?;
+    let n_docs = corpus.documents.len();
+    if cfg.heldout_docs >= n_docs {
+        return Err(Error::Config(format!(
+            "mlm: heldout_docs = {} leaves no training document (the corpus has {n_docs})",
+            cfg.heldout_docs
+        )));
+    }
+    let pack = PackConfig {
+        max_len: cfg.max_len,
+        ..PackConfig::default()
+    };
+    let packed = pack_corpus(&corpus, &encoder, &pack)?;
+    let first_heldout = (n_docs - cfg.heldout_docs) as u32;
+    let (heldout, mut train): (Vec<_>, Vec<_>) = packed
+        .sequences
+        .into_iter()
+        .partition(|s| s.doc >= first_heldout);
+    if let Some(max) = cfg.max_train_sequences {
+        if train.len() > max {
+            let order = kd_train::epoch_order(cfg.train.seed, u64::MAX, train.len());
+            let mut keep: Vec<usize> = order.into_iter().take(max).collect();
+            keep.sort_unstable();
+            train = keep.into_iter().map(|i| train[i].clone()).collect();
+        }
+    }
+    let specials = encoder.specials();
+    let masker = Masker::new(cfg.mask, specials, encoder.vocab_size(), None)?;
+    let eval: Vec<(u64, MaskedSequence)> = heldout
+        .iter()
+        .take(cfg.max_eval_sequences)
+        .map(|s| (s.id, masker.mask(&s.input_ids, cfg.eval_seed, 0, s.id)))
+        .collect();
+
+    let opts = LoadOptions {
+        architecture: Some(Architecture::MaskedLm),
+        fresh_heads: true,
+        seed: cfg.train.seed,
+        device: device.clone(),
+        ..LoadOptions::default()
+    };
+    let loaded = load_model(&cfg.model, &opts)?;
+    let before = mlm_accuracy(&loaded.model, &eval, 64, specials.pad, device)?;
+    let frozen = cfg.freeze_encoder;
+    let mut opt = AdamW::builder(AdamWConfig {
+        lr: cfg.train.lr,
+        ..AdamWConfig::default()
+    })
+    .freeze_when(move |n| frozen && n.starts_with("bert."))
+    .build(&loaded.varmap)?;
+    let mut task = MlmTask {
+        model: &loaded.model,
+        sequences: train,
+        masker,
+        group: GroupConfig {
+            batch_size: cfg.batch_size,
+            window_batches: 100,
+        },
+        seed: cfg.train.seed,
+        epoch: 0,
+        frozen,
+        pad: specials.pad,
+        device: device.clone(),
+        eval: &eval,
+    };
+    let summary = run_training(&mut task, &loaded.varmap, &mut opt, &cfg.train, &cfg.out, device)?;
+    let after = mlm_accuracy(&loaded.model, &eval, 64, specials.pad, device)?;
+    let model_dir = cfg.out.join("model");
+    save_hf_dir(&loaded.model, &loaded.varmap, &model_dir, Some(&cfg.model))?;
+    let report = MlmReport {
+        before,
+        after,
+        train_sequences: task.sequences.len(),
+        eval_sequences: eval.len(),
+        train_docs: n_docs - cfg.heldout_docs,
+        heldout_docs: cfg.heldout_docs,
+        frozen_encoder: frozen,
+        fresh_parameters: loaded.report.initialized.clone(),
+        steps: summary.steps,
+        tokens_per_s: summary.tokens_per_s,
+        model_dir,
+    };
+    write_report(&cfg.out, &report)?;
+    Ok(report)
+}
+
+/// Writes `report.json` atomically.
+pub(crate) fn write_report(out: &std::path::Path, report: &impl Serialize) -> Result<()> {
+    let path = out.join("report.json");
+    let tmp = out.join(".report.json.tmp");
+    let text = serde_json::to_string_pretty(report).expect("report serialises");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|source| Error::Io { path, source })
+}

@@ -1,0 +1,100 @@
+//! The subcommands of `kd`, one module each, and what they share.
+//!
+//! To add a stage: write `commands/<stage>.rs` with an `Args` struct and a `run` function, add a
+//! variant to [`Command`] and one arm to [`Command::run`].
+
+mod embed;
+mod fill_mask;
+mod info;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use clap::{Args, Subcommand};
+use kd_bert::BertInput;
+use std::path::Path;
+use tokenizers::{AddedToken, Encoding, Tokenizer};
+
+/// Options accepted by every subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where to run: `cpu`, or `cuda:N` (needs a build with the `cuda` feature).
+    #[arg(long, global = true, default_value = "cpu", value_name = "DEVICE")]
+    pub device: String,
+}
+
+impl GlobalArgs {
+    /// The device named by `--device`.
+    pub fn device(&self) -> Result<Device> {
+        crate::device::parse_device(&self.device)
+    }
+}
+
+/// The stages of `kd`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Describe a model directory: architecture, sizes, parameters, weights, tokenizer.
+    Info(info::InfoArgs),
+    /// Predict the tokens behind each [MASK] of one or more texts with a model's MLM head.
+    FillMask(fill_mask::FillMaskArgs),
+    /// Mean-pooled sentence embeddings of a file with one text per line.
+    Embed(embed::EmbedArgs),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    pub fn run(self, global: &GlobalArgs) -> Result<()> {
+        match self {
+            Command::Info(args) => info::run(&args, global),
+            Command::FillMask(args) => fill_mask::run(&args, global),
+            Command::Embed(args) => embed::run(&args, global),
+        }
+    }
+}
+
+/// Fails unless `dir` is an existing directory, naming it.
+pub(crate) fn check_model_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        bail!("model directory {} does not exist", dir.display());
+    }
+    if !dir.is_dir() {
+        bail!("model path {} is not a directory", dir.display());
+    }
+    Ok(())
+}
+
+/// BERT's special tokens, in the order they are reported.
+pub(crate) const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// The tokenizer of a model directory, with BERT's special tokens (those in its vocabulary)
+/// matched as whole tokens in input text, as `transformers` does.
+pub(crate) fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let mut tok = kd_bert::tokenizer::load_tokenizer(dir)
+        .with_context(|| format!("cannot load the tokenizer of {}", dir.display()))?;
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS
+        .iter()
+        .filter(|t| tok.token_to_id(t).is_some())
+        .map(|t| AddedToken::from(*t, true))
+        .collect();
+    tok.add_special_tokens(&specials);
+    Ok(tok)
+}
+
+/// Right-pads `encodings` with `pad_id` into one model input on `device`.
+pub(crate) fn pad_batch(encodings: &[&Encoding], pad_id: u32, device: &Device) -> Result<BertInput> {
+    let b = encodings.len();
+    let l = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+    let mut ids = vec![pad_id; b * l];
+    let mut types = vec![0u32; b * l];
+    let mut mask = vec![0u32; b * l];
+    for (row, e) in encodings.iter().enumerate() {
+        let n = e.len();
+        ids[row * l..row * l + n].copy_from_slice(e.get_ids());
+        types[row * l..row * l + n].copy_from_slice(e.get_type_ids());
+        mask[row * l..row * l + n].fill(1);
+    }
+    Ok(BertInput {
+        input_ids: Tensor::from_vec(ids, (b, l), device)?,
+        token_type_ids: Some(Tensor::from_vec(types, (b, l), device)?),
+        attention_mask: Some(Tensor::from_vec(mask, (b, l), device)?),
+    })
+}
