@@ -5,6 +5,11 @@
 //! `benches/run.sh` can report kd / torch ratios measured in the same run.
 
 use candle_core::{DType, Device, Tensor};
+
+/// candle allocates a fresh buffer per op; mimalloc reuses them instead of paging memory in
+/// and out of the kernel on every large tensor.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use kd_bert::{init_model, Architecture, BertConfig, BertInput, ForwardCtx};
 use kd_train::optim::{AdamW, AdamWConfig};
 use rand::{Rng, SeedableRng};

@@ -5,8 +5,14 @@
 
 mod commands;
 mod device;
+mod pipeline;
 
 use clap::Parser;
+
+/// candle allocates a fresh buffer per op; mimalloc reuses them instead of paging memory in
+/// and out of the kernel on every large tensor.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 /// Command-line arguments of `kd`.

@@ -263,13 +263,28 @@ fn print_text(out: &mut impl Write, i: &ModelInfo) -> std::io::Result<()> {
         ("classifier", p.classifier, part(p.classifier > 0, "")),
     ];
     for (name, n, note) in rows {
-        writeln!(out, "  {name:<12} {n:>12}  {note}")?;
+        writeln!(
+            out,
+            "{}",
+            format!("  {name:<12} {n:>12}  {note}").trim_end()
+        )?;
     }
     if p.other > 0 {
         writeln!(out, "  {:<12} {:>12}", "other", p.other)?;
     }
-    writeln!(out, "  {:<12} {:>12}  ({})", "total", p.total, human(p.total))?;
-    writeln!(out, "weights        {} ({})", i.weights.file, human_bytes(i.weights.bytes))?;
+    writeln!(
+        out,
+        "  {:<12} {:>12}  ({})",
+        "total",
+        p.total,
+        human(p.total)
+    )?;
+    writeln!(
+        out,
+        "weights        {} ({})",
+        i.weights.file,
+        human_bytes(i.weights.bytes)
+    )?;
     writeln!(out, "  sha256       {}", i.weights.sha256)?;
     match &i.tokenizer {
         None => writeln!(out, "tokenizer      none (no tokenizer.json or vocab.txt)")?,
@@ -280,8 +295,8 @@ fn print_text(out: &mut impl Write, i: &ModelInfo) -> std::io::Result<()> {
                 writeln!(out, "  warning      config.json has vocab_size {}", c.vocab)?;
             }
             writeln!(out, "  casing       {}", t.casing)?;
-            let ids: Vec<String> = (t.special_tokens.iter())
-                .map(|(tok, id)| match id {
+            let ids: Vec<String> = (SPECIAL_TOKENS.iter())
+                .map(|tok| match t.special_tokens.get(tok).copied().flatten() {
                     Some(id) => format!("{tok}={id}"),
                     None => format!("{tok}=absent"),
                 })
@@ -297,7 +312,10 @@ fn print_text(out: &mut impl Write, i: &ModelInfo) -> std::io::Result<()> {
         writeln!(out, "  ignored      {} ({})", t.name, t.reason)?;
     }
     for n in &i.load.missing_heads {
-        writeln!(out, "  missing      {n} (head parameter not in the checkpoint)")?;
+        writeln!(
+            out,
+            "  missing      {n} (head parameter not in the checkpoint)"
+        )?;
     }
     Ok(())
 }

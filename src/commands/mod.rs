@@ -5,12 +5,16 @@
 
 mod embed;
 mod fill_mask;
+mod finetune;
 mod info;
+mod run;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 use clap::{Args, Subcommand};
-use kd_bert::BertInput;
+use kd_bert::{Bert, BertInput, LoadedModel};
+use std::collections::HashMap;
 use std::path::Path;
 use tokenizers::{AddedToken, Encoding, Tokenizer};
 
@@ -30,6 +34,9 @@ impl GlobalArgs {
 }
 
 /// The stages of `kd`.
+// Parsed once per process, so the size of the largest arguments struct does not matter; boxing
+// would only make new variants more cumbersome to add.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Describe a model directory: architecture, sizes, parameters, weights, tokenizer.
@@ -38,6 +45,10 @@ pub enum Command {
     FillMask(fill_mask::FillMaskArgs),
     /// Mean-pooled sentence embeddings of a file with one text per line.
     Embed(embed::EmbedArgs),
+    /// Prepare a teacher: fit an MLM head on a corpus, or fine-tune a classifier.
+    Finetune(finetune::FinetuneArgs),
+    /// Run a whole pipeline from a TOML file (or the embedded default).
+    Run(run::RunArgs),
 }
 
 impl Command {
@@ -47,6 +58,8 @@ impl Command {
             Command::Info(args) => info::run(&args, global),
             Command::FillMask(args) => fill_mask::run(&args, global),
             Command::Embed(args) => embed::run(&args, global),
+            Command::Finetune(args) => finetune::run(&args, global),
+            Command::Run(args) => run::run(&args, global),
         }
     }
 }
@@ -68,8 +81,7 @@ pub(crate) const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"
 /// The tokenizer of a model directory, with BERT's special tokens (those in its vocabulary)
 /// matched as whole tokens in input text, as `transformers` does.
 pub(crate) fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
-    let mut tok = kd_bert::tokenizer::load_tokenizer(dir)
-        .with_context(|| format!("cannot load the tokenizer of {}", dir.display()))?;
+    let mut tok = kd_bert::tokenizer::load_tokenizer(dir).context("cannot load the tokenizer")?;
     let specials: Vec<AddedToken> = SPECIAL_TOKENS
         .iter()
         .filter(|t| tok.token_to_id(t).is_some())
@@ -79,8 +91,27 @@ pub(crate) fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     Ok(tok)
 }
 
+/// The model of `loaded` rebuilt on detached copies of its parameters (same storage), so that a
+/// forward pass records no autograd graph and frees activations as soon as they are used.
+pub(crate) fn inference_model(loaded: &LoadedModel) -> Result<Bert> {
+    let vars = loaded.varmap.data().lock().expect("varmap lock poisoned");
+    let (mut dtype, mut device) = (DType::F32, Device::Cpu);
+    let mut tensors = HashMap::with_capacity(vars.len());
+    for (name, var) in vars.iter() {
+        (dtype, device) = (var.dtype(), var.device().clone());
+        tensors.insert(name.clone(), var.as_tensor().detach());
+    }
+    let vb = VarBuilder::from_tensors(tensors, dtype, &device);
+    let m = &loaded.model;
+    Bert::new(&m.config, m.architecture, vb).context("cannot rebuild the model for inference")
+}
+
 /// Right-pads `encodings` with `pad_id` into one model input on `device`.
-pub(crate) fn pad_batch(encodings: &[&Encoding], pad_id: u32, device: &Device) -> Result<BertInput> {
+pub(crate) fn pad_batch(
+    encodings: &[&Encoding],
+    pad_id: u32,
+    device: &Device,
+) -> Result<BertInput> {
     let b = encodings.len();
     let l = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
     let mut ids = vec![pad_id; b * l];

@@ -1,0 +1,186 @@
+//! `kd finetune`: teacher preparation. `--objective mlm` fits an MLM head (and optionally the
+//! encoder) on a text corpus; `--objective classify` fine-tunes a sequence classifier.
+
+use super::GlobalArgs;
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use kd_teacher::classify::{run_classify, ClassifyConfig, TaskData};
+use kd_teacher::mlm::{run_mlm, MlmConfig};
+use std::path::PathBuf;
+
+/// What to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Objective {
+    /// Masked-language modelling on a text corpus.
+    Mlm,
+    /// Sequence classification on a labelled dataset.
+    Classify,
+}
+
+/// Arguments of `kd finetune`.
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// What to train.
+    #[arg(long, value_enum)]
+    objective: Objective,
+    /// Model directory to start from.
+    #[arg(long)]
+    model: PathBuf,
+    /// Output directory (model/, metrics.jsonl, checkpoints/, report.json); a rerun resumes.
+    #[arg(long)]
+    out: PathBuf,
+    /// TOML file with the full settings (`[mlm]` or `[classify]` table); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// MLM: corpus files or folders (one paragraph per line).
+    #[arg(long, num_args = 1..)]
+    corpus: Vec<PathBuf>,
+    /// MLM: read JSONL records and take this field as text.
+    #[arg(long)]
+    text_field: Option<String>,
+    /// MLM: hold out the last N documents for evaluation.
+    #[arg(long)]
+    heldout_docs: Option<usize>,
+    /// MLM: train only the MLM head.
+    #[arg(long)]
+    freeze_encoder: bool,
+    /// MLM: train on a seeded sample of at most N sequences.
+    #[arg(long)]
+    max_train_sequences: Option<usize>,
+    /// Classify: the movie-review sentiment file (fixed split by id).
+    #[arg(long, conflicts_with_all = ["train", "dev"])]
+    movie_reviews: Option<PathBuf>,
+    /// Classify: training file (.tsv with header, or .jsonl).
+    #[arg(long, requires = "dev")]
+    train: Option<PathBuf>,
+    /// Classify: development file for model selection.
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Classify: test file.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Classify: text column.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Classify: second text column of pair tasks.
+    #[arg(long)]
+    text_pair_column: Option<String>,
+    /// Classify: label column.
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// Classify: `class` (integer ids), `named` (strings) or `regression`.
+    #[arg(long, default_value = "class")]
+    label_kind: String,
+    /// Passes over the training data.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Stop after N optimizer steps.
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Sequences per micro-batch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Micro-batches per optimizer step.
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    /// Longest sequence in tokens.
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// Seed of data order, dropout and fresh heads.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// Reads the `[table]` of a settings file, or the defaults.
+fn from_file<T: serde::de::DeserializeOwned + Default>(
+    path: &Option<PathBuf>,
+    table: &str,
+) -> Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
+    let section = value
+        .get(table)
+        .cloned()
+        .with_context(|| format!("{}: no [{table}] table", path.display()))?;
+    section
+        .try_into()
+        .with_context(|| format!("{}: in [{table}]", path.display()))
+}
+
+/// Runs `kd finetune`.
+pub fn run(a: &FinetuneArgs, global: &GlobalArgs) -> Result<()> {
+    super::check_model_dir(&a.model)?;
+    let device = global.device()?;
+    let apply = |t: &mut kd_train::LoopConfig| {
+        if let Some(v) = a.epochs {
+            t.epochs = v;
+        }
+        if a.max_steps.is_some() {
+            t.max_steps = a.max_steps;
+        }
+        if let Some(v) = a.lr {
+            t.lr = v;
+        }
+        if let Some(v) = a.grad_accum {
+            t.grad_accum = v;
+        }
+        if let Some(v) = a.seed {
+            t.seed = v;
+        }
+    };
+    let report = match a.objective {
+        Objective::Mlm => {
+            let mut c: MlmConfig = from_file(&a.config, "mlm")?;
+            c.model = a.model.clone();
+            c.out = a.out.clone();
+            if !a.corpus.is_empty() {
+                c.corpus = a.corpus.clone();
+            }
+            if c.corpus.is_empty() {
+                bail!("--objective mlm needs --corpus FILE_OR_DIR");
+            }
+            c.text_field = a.text_field.clone().or(c.text_field);
+            c.heldout_docs = a.heldout_docs.unwrap_or(c.heldout_docs);
+            c.freeze_encoder |= a.freeze_encoder;
+            c.max_train_sequences = a.max_train_sequences.or(c.max_train_sequences);
+            c.batch_size = a.batch_size.unwrap_or(c.batch_size);
+            c.max_len = a.max_len.unwrap_or(c.max_len);
+            apply(&mut c.train);
+            serde_json::to_value(run_mlm(&c, &device)?)?
+        }
+        Objective::Classify => {
+            let mut c: ClassifyConfig = from_file(&a.config, "classify")?;
+            c.model = a.model.clone();
+            c.out = a.out.clone();
+            if let Some(p) = &a.movie_reviews {
+                c.data = TaskData::MovieReviews { path: p.clone() };
+            } else if let (Some(train), Some(dev)) = (&a.train, &a.dev) {
+                c.data = TaskData::Files {
+                    train: train.clone(),
+                    dev: dev.clone(),
+                    test: a.test.clone(),
+                    text: a.text_column.clone(),
+                    text_pair: a.text_pair_column.clone(),
+                    label: a.label_column.clone(),
+                    label_kind: a.label_kind.clone(),
+                };
+            } else if a.config.is_none() {
+                bail!("--objective classify needs --movie-reviews FILE or --train FILE --dev FILE");
+            }
+            c.batch_size = a.batch_size.unwrap_or(c.batch_size);
+            c.max_len = a.max_len.unwrap_or(c.max_len);
+            apply(&mut c.train);
+            serde_json::to_value(run_classify(&c, &device)?)?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

