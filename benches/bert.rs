@@ -80,7 +80,9 @@ fn main() -> anyhow::Result<()> {
         };
         report("forward", t);
         let n_mask = ((batch * len) as f64 * 0.15) as usize;
-        let flat: Vec<u32> = (0..n_mask as u32).map(|i| (i * 6) % (batch * len) as u32).collect();
+        let flat: Vec<u32> = (0..n_mask as u32)
+            .map(|i| (i * 6) % (batch * len) as u32)
+            .collect();
         let labels: Vec<u32> = flat.iter().map(|&p| ids[p as usize]).collect();
         let flat = Tensor::from_vec(flat, n_mask, &dev)?;
         let labels = Tensor::from_vec(labels, n_mask, &dev)?;
@@ -90,7 +92,8 @@ fn main() -> anyhow::Result<()> {
         let t = timed(iters, || {
             let mut ctx = ForwardCtx::train(&mut drop_rng);
             let out = m.model.encode(&input, &[], &mut ctx).expect("forward");
-            let h = kd_bert::model::gather_positions(out.last_hidden_state(), &flat).expect("gather");
+            let h =
+                kd_bert::model::gather_positions(out.last_hidden_state(), &flat).expect("gather");
             let logits = m.model.mlm_logits(&h).expect("head");
             let loss = candle_nn::loss::cross_entropy(&logits, &labels).expect("loss");
             let grads = loss.backward().expect("backward");

@@ -141,7 +141,10 @@ mod tests {
         let p = parse(
             DEFAULT_PIPELINE,
             "default",
-            &["steps.0.train.max_steps=7".into(), "steps.0.out=elsewhere".into()],
+            &[
+                "steps.0.train.max_steps=7".into(),
+                "steps.0.out=elsewhere".into(),
+            ],
         )
         .unwrap();
         match &p.steps[0] {
@@ -158,7 +161,10 @@ mod tests {
         let bad = "name = \"x\"\n[[steps]]\nkind = \"finetune_mlm\"\nbatch_sise = 3\n";
         let e = format!("{:#}", parse(bad, "x.toml", &[]).unwrap_err());
         assert!(e.contains("batch_sise") && e.contains("x.toml"), "{e}");
-        let e = format!("{:#}", parse("name = \"x\"\nstepz = 1\n", "y.toml", &[]).unwrap_err());
+        let e = format!(
+            "{:#}",
+            parse("name = \"x\"\nstepz = 1\n", "y.toml", &[]).unwrap_err()
+        );
         assert!(e.contains("stepz"), "{e}");
         let e = format!(
             "{:#}",

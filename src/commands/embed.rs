@@ -113,7 +113,8 @@ pub fn run(args: &EmbedArgs, global: &GlobalArgs) -> Result<()> {
         Format::Safetensors => {
             let t = Tensor::from_vec(embeddings.clone(), (n, h), &Device::Cpu)?;
             let map = HashMap::from([("embeddings".to_string(), t)]);
-            Ok(candle_core::safetensors::save(&map, tmp)?)
+            candle_core::safetensors::save(&map, tmp)?;
+            readable_by_all(tmp)
         }
         Format::Npy => {
             let t = Tensor::from_vec(embeddings.clone(), (n, h), &Device::Cpu)?;
@@ -194,6 +195,19 @@ fn embed_batch(
         pooled = pooled.broadcast_div(&norm.clamp(1e-12, f64::MAX)?)?;
     }
     Ok(pooled.to_vec2::<f32>()?)
+}
+
+/// Gives `path` the usual `rw-r--r--` mode: safetensors writes through a private (`rw-------`)
+/// temporary file, unlike the other formats.
+fn readable_by_all(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn write_jsonl(path: &Path, texts: &[String], embeddings: &[f32], h: usize) -> Result<()> {

@@ -1,9 +1,10 @@
 //! `kd info DIR`: what a model directory holds.
 
-use super::{check_model_dir, load_tokenizer, GlobalArgs, SPECIAL_TOKENS};
+use super::{check_model_dir, load_tokenizer, GlobalArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use kd_bert::checkpoint::find_weights;
+use kd_bert::tokenizer::SPECIAL_TOKENS;
 use kd_bert::tokenizer::{sha256_file, tokenizer_source};
 use kd_bert::{load_model, LoadOptions};
 use serde::Serialize;
@@ -34,6 +35,7 @@ struct ModelInfo {
     load: LoadInfo,
 }
 
+/// The sizes `config.json` sets.
 #[derive(Debug, Serialize)]
 struct ConfigSummary {
     layers: usize,
@@ -63,6 +65,7 @@ struct ParamCounts {
     mlm_decoder_tied: bool,
 }
 
+/// The weight file and its checksum.
 #[derive(Debug, Serialize)]
 struct WeightsInfo {
     file: String,
@@ -70,6 +73,7 @@ struct WeightsInfo {
     sha256: String,
 }
 
+/// Where the tokenizer comes from and its special tokens.
 #[derive(Debug, Serialize)]
 struct TokenizerInfo {
     source: String,
@@ -78,12 +82,14 @@ struct TokenizerInfo {
     special_tokens: BTreeMap<&'static str, Option<u32>>,
 }
 
+/// A checkpoint tensor that was not loaded, and why.
 #[derive(Debug, Serialize)]
 struct IgnoredTensor {
     name: String,
     reason: String,
 }
 
+/// What loading left out.
 #[derive(Debug, Serialize)]
 struct LoadInfo {
     /// Checkpoint tensors that were not loaded.

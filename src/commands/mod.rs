@@ -10,13 +10,11 @@ mod info;
 mod run;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor};
 use clap::{Args, Subcommand};
 use kd_bert::{Bert, BertInput, LoadedModel};
-use std::collections::HashMap;
 use std::path::Path;
-use tokenizers::{AddedToken, Encoding, Tokenizer};
+use tokenizers::{Encoding, Tokenizer};
 
 /// Options accepted by every subcommand.
 #[derive(Debug, Args)]
@@ -75,35 +73,16 @@ pub(crate) fn check_model_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// BERT's special tokens, in the order they are reported.
-pub(crate) const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
-
-/// The tokenizer of a model directory, with BERT's special tokens (those in its vocabulary)
-/// matched as whole tokens in input text, as `transformers` does.
+/// The tokenizer of a model directory (special tokens matched whole, as in transformers).
 pub(crate) fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
-    let mut tok = kd_bert::tokenizer::load_tokenizer(dir).context("cannot load the tokenizer")?;
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS
-        .iter()
-        .filter(|t| tok.token_to_id(t).is_some())
-        .map(|t| AddedToken::from(*t, true))
-        .collect();
-    tok.add_special_tokens(&specials);
-    Ok(tok)
+    kd_bert::tokenizer::load_tokenizer(dir).context("cannot load the tokenizer")
 }
 
-/// The model of `loaded` rebuilt on detached copies of its parameters (same storage), so that a
-/// forward pass records no autograd graph and frees activations as soon as they are used.
+/// The model of `loaded` over detached parameters (no autograd graph), for inference.
 pub(crate) fn inference_model(loaded: &LoadedModel) -> Result<Bert> {
-    let vars = loaded.varmap.data().lock().expect("varmap lock poisoned");
-    let (mut dtype, mut device) = (DType::F32, Device::Cpu);
-    let mut tensors = HashMap::with_capacity(vars.len());
-    for (name, var) in vars.iter() {
-        (dtype, device) = (var.dtype(), var.device().clone());
-        tensors.insert(name.clone(), var.as_tensor().detach());
-    }
-    let vb = VarBuilder::from_tensors(tensors, dtype, &device);
-    let m = &loaded.model;
-    Bert::new(&m.config, m.architecture, vb).context("cannot rebuild the model for inference")
+    loaded
+        .inference_model()
+        .context("cannot rebuild the model for inference")
 }
 
 /// Right-pads `encodings` with `pad_id` into one model input on `device`.

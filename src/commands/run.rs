@@ -31,7 +31,10 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
             p.display().to_string(),
         ),
-        None => (DEFAULT_PIPELINE.to_string(), "pipelines/teacher-prep.toml (embedded)".into()),
+        None => (
+            DEFAULT_PIPELINE.to_string(),
+            "pipelines/teacher-prep.toml (embedded)".into(),
+        ),
     };
     let p = pipeline::parse(&text, &source, &a.overrides)?;
     if a.dry_run {
@@ -39,7 +42,12 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
         return Ok(());
     }
     let device = global.device()?;
-    eprintln!("pipeline {}: {} ({} steps)", p.name, p.description, p.steps.len());
+    eprintln!(
+        "pipeline {}: {} ({} steps)",
+        p.name,
+        p.description,
+        p.steps.len()
+    );
     if let Some(fetch) = &p.fetch {
         fetch_assets(&fetch.assets_dir)?;
     }
@@ -77,7 +85,10 @@ fn fetch_assets(dir: &std::path::Path) -> Result<()> {
         .context("cannot run bash for the asset fetch")?;
     let _ = std::fs::remove_file(&script);
     if !status.success() {
-        bail!("fetching the assets into {} failed ({status})", dir.display());
+        bail!(
+            "fetching the assets into {} failed ({status})",
+            dir.display()
+        );
     }
     Ok(())
 }

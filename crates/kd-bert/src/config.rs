@@ -196,7 +196,7 @@ impl BertConfig {
                 return Err(format!("field {name}: must be > 0"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "field num_attention_heads: hidden_size {} is not a multiple of {}",
                 self.hidden_size, self.num_attention_heads
@@ -204,7 +204,10 @@ impl BertConfig {
         }
         for (name, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
-            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
             ("classifier_dropout", self.classifier_dropout.unwrap_or(0.0)),
         ] {
             if !(0.0..1.0).contains(&p) {

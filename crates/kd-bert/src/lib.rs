@@ -22,4 +22,3 @@ pub use config::{Activation, Architecture, BertConfig};
 pub use error::{Error, Result};
 pub use model::{Bert, BertInput, EncoderOutput, ForwardCtx};
 pub use pretrained::{init_model, load_model, LoadOptions, LoadedModel};
-

@@ -52,6 +52,23 @@ pub struct LoadedModel {
     pub dir: Option<PathBuf>,
 }
 
+impl LoadedModel {
+    /// The same model over detached views of its parameters (no copy): forward passes record no
+    /// autograd graph, so activations are freed as soon as they are used. For teachers and
+    /// evaluation.
+    pub fn inference_model(&self) -> Result<Bert> {
+        let vars = self.varmap.data().lock().expect("varmap lock poisoned");
+        let mut tensors = std::collections::HashMap::with_capacity(vars.len());
+        let (mut dtype, mut device) = (DType::F32, Device::Cpu);
+        for (name, var) in vars.iter() {
+            (dtype, device) = (var.dtype(), var.device().clone());
+            tensors.insert(name.clone(), var.as_tensor().detach());
+        }
+        let vb = VarBuilder::from_tensors(tensors, dtype, &device);
+        Ok(Bert::new(&self.model.config, self.model.architecture, vb)?)
+    }
+}
+
 /// Loads `dir/config.json` and the directory's weights.
 pub fn load_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let cfg_path = dir.join("config.json");

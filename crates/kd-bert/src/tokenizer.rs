@@ -9,7 +9,7 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::Tokenizer;
+use tokenizers::{AddedToken, Tokenizer};
 
 /// The file a directory's tokenizer is read from (`tokenizer.json`, else `vocab.txt`).
 pub fn tokenizer_source(dir: &Path) -> Result<PathBuf> {
@@ -25,8 +25,23 @@ pub fn tokenizer_source(dir: &Path) -> Result<PathBuf> {
     })
 }
 
-/// Loads the tokenizer of a model directory.
+/// BERT's special tokens.
+pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// Loads the tokenizer of a model directory. BERT's special tokens present in the vocabulary
+/// are matched whole in input text (`"a [MASK] b"` keeps `[MASK]`), as in transformers.
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let mut tok = load_raw(dir)?;
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS
+        .iter()
+        .filter(|t| tok.token_to_id(t).is_some())
+        .map(|t| AddedToken::from(*t, true))
+        .collect();
+    tok.add_special_tokens(&specials);
+    Ok(tok)
+}
+
+fn load_raw(dir: &Path) -> Result<Tokenizer> {
     let src = tokenizer_source(dir)?;
     let err = |msg: String| Error::Tokenizer {
         path: src.clone(),
@@ -41,7 +56,9 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
         return Ok(tok);
     }
     let lowercase = lowercase_setting(dir)?;
-    let vocab = src.to_str().ok_or_else(|| err("path is not UTF-8".into()))?;
+    let vocab = src
+        .to_str()
+        .ok_or_else(|| err("path is not UTF-8".into()))?;
     let wordpiece = WordPiece::from_file(vocab)
         .unk_token("[UNK]".into())
         .continuing_subword_prefix("##".into())

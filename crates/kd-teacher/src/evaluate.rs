@@ -128,7 +128,11 @@ pub fn classification_loss(logits: &Tensor, labels: &[Label]) -> Result<(Tensor,
             let loss = pred.sub(&target)?.sqr()?.mean_all()?;
             let p = pred.to_vec1::<f32>()?;
             let t = target.to_vec1::<f32>()?;
-            let hits = p.iter().zip(&t).filter(|(a, b)| (**a > 0.0) == (**b > 0.0)).count();
+            let hits = p
+                .iter()
+                .zip(&t)
+                .filter(|(a, b)| (**a > 0.0) == (**b > 0.0))
+                .count();
             Ok((loss, hits))
         }
         _ => {

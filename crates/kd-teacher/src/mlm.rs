@@ -125,14 +125,20 @@ impl TrainTask for MlmTask<'_> {
             .map_err(|e| to_train(e.into()))
     }
 
-    fn micro_batch(&mut self, batch: &[usize], rng: &mut ChaCha8Rng) -> kd_train::Result<MicroBatch> {
+    fn micro_batch(
+        &mut self,
+        batch: &[usize],
+        rng: &mut ChaCha8Rng,
+    ) -> kd_train::Result<MicroBatch> {
         self.step(batch, rng).map_err(to_train)
     }
 
     fn end_of_epoch(&mut self, epoch: u64, step: u64) -> kd_train::Result<serde_json::Value> {
-        let e = mlm_accuracy(self.model, self.eval, 64, self.pad, &self.device)
-            .map_err(to_train)?;
-        Ok(serde_json::json!({"epoch": epoch, "step": step, "heldout_top1": e.top1, "heldout_loss": e.loss}))
+        let e =
+            mlm_accuracy(self.model, self.eval, 64, self.pad, &self.device).map_err(to_train)?;
+        Ok(
+            serde_json::json!({"epoch": epoch, "step": step, "heldout_top1": e.top1, "heldout_loss": e.loss}),
+        )
     }
 }
 
@@ -156,7 +162,9 @@ impl MlmTask<'_> {
             let out = self.model.encode(&input, &[], &mut ForwardCtx::eval())?;
             out.last_hidden_state().detach()
         } else {
-            let out = self.model.encode(&input, &[], &mut ForwardCtx::train(rng))?;
+            let out = self
+                .model
+                .encode(&input, &[], &mut ForwardCtx::train(rng))?;
             out.last_hidden_state().clone()
         };
         let (pos, labels) = mlm_targets(&batch, &self.device)?;
@@ -248,7 +256,14 @@ pub fn run_mlm(cfg: &MlmConfig, device: &Device) -> Result<MlmReport> {
         device: device.clone(),
         eval: &eval,
     };
-    let summary = run_training(&mut task, &loaded.varmap, &mut opt, &cfg.train, &cfg.out, device)?;
+    let summary = run_training(
+        &mut task,
+        &loaded.varmap,
+        &mut opt,
+        &cfg.train,
+        &cfg.out,
+        device,
+    )?;
     let after = mlm_accuracy(&loaded.model, &eval, 64, specials.pad, device)?;
     let model_dir = cfg.out.join("model");
     save_hf_dir(&loaded.model, &loaded.varmap, &model_dir, Some(&cfg.model))?;

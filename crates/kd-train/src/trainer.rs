@@ -182,14 +182,21 @@ pub fn run_training(
     let mut window_terms: BTreeMap<String, f64> = BTreeMap::new();
     let mut last_loss = f64::NAN;
     let save = |state: &TrainState, opt: &AdamW, extra: serde_json::Value| {
-        manager.save(varmap, opt, &TrainerState::new(state.clone(), schedule, extra))
+        manager.save(
+            varmap,
+            opt,
+            &TrainerState::new(state.clone(), schedule, extra),
+        )
     };
     'epochs: while state.epoch < cfg.epochs && state.step < total {
         let batches = task.epoch_batches(state.epoch)?;
         let n = batches.len() as u64;
         while state.micro_batch < n {
             let mb = task.micro_batch(&batches[state.micro_batch as usize], state.rng())?;
-            let loss = mb.loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            let loss = mb
+                .loss
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
             if !loss.is_finite() {
                 return Err(non_finite("loss", loss, state.step, &ckpt_dir));
             }
@@ -218,7 +225,7 @@ pub fn run_training(
             opt.step(&grads)?;
             state.advance_step();
             progress.set_position(state.step);
-            if state.step % cfg.log_every.max(1) == 0 || state.step == total {
+            if state.step.is_multiple_of(cfg.log_every.max(1)) || state.step == total {
                 last_loss = window_loss / window_n.max(1) as f64;
                 let elapsed = started.elapsed().as_secs_f64();
                 let mut line = serde_json::json!({
@@ -234,7 +241,7 @@ pub fn run_training(
                 (window_loss, window_n) = (0.0, 0);
                 window_terms.clear();
             }
-            if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 {
+            if cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every) {
                 save(&state, opt, task.task_state())?;
             }
             if state.step >= total {
@@ -243,7 +250,9 @@ pub fn run_training(
         }
         let eval = task.end_of_epoch(state.epoch, state.step)?;
         if !eval.is_null() {
-            metrics.write(&serde_json::json!({"step": state.step, "epoch": state.epoch, "eval": eval}))?;
+            metrics.write(
+                &serde_json::json!({"step": state.step, "epoch": state.epoch, "eval": eval}),
+            )?;
         }
         state.next_epoch();
         save(&state, opt, task.task_state())?;
@@ -252,7 +261,9 @@ pub fn run_training(
         // Stopped by max_steps inside an epoch: evaluate and checkpoint the final state.
         let eval = task.end_of_epoch(state.epoch, state.step)?;
         if !eval.is_null() {
-            metrics.write(&serde_json::json!({"step": state.step, "epoch": state.epoch, "eval": eval}))?;
+            metrics.write(
+                &serde_json::json!({"step": state.step, "epoch": state.epoch, "eval": eval}),
+            )?;
         }
         save(&state, opt, task.task_state())?;
     }

@@ -34,10 +34,10 @@ pub fn load_into_varmap(
     for (orig, t) in tensors {
         match canonical_name(&orig) {
             Mapped::Param(n) => {
-                if by_name.contains_key(&n) {
-                    report.ignored.push((orig, format!("duplicate of {n}")));
+                if let std::collections::btree_map::Entry::Vacant(e) = by_name.entry(n.clone()) {
+                    e.insert((orig, t));
                 } else {
-                    by_name.insert(n, (orig, t));
+                    report.ignored.push((orig, format!("duplicate of {n}")));
                 }
             }
             Mapped::Ignored(why) => report.ignored.push((orig, why.to_string())),

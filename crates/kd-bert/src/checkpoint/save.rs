@@ -81,6 +81,8 @@ pub fn save_hf_dir(
             msg: e.to_string(),
         }
     })?;
+    // safetensors writes through a private temp file (mode 0600); make it readable like the rest.
+    set_readable(&weights)?;
     sync_file(&weights)?;
     if let Some(src) = tokenizer_from {
         for f in TOKENIZER_FILES {
@@ -92,6 +94,17 @@ pub fn save_hf_dir(
         }
     }
     replace_dir(&tmp, out)
+}
+
+#[cfg(unix)]
+fn set_readable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(not(unix))]
+fn set_readable(_path: &Path) -> Result<()> {
+    Ok(())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

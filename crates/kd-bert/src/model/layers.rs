@@ -68,7 +68,9 @@ impl Linear {
             .matmul(&self.weight.t()?)?
             .broadcast_add(&self.bias)?;
         let mut shape = dims.to_vec();
-        *shape.last_mut().expect("a tensor with at least one dimension") = self.weight.dim(0)?;
+        *shape
+            .last_mut()
+            .expect("a tensor with at least one dimension") = self.weight.dim(0)?;
         out.reshape(shape)
     }
 }

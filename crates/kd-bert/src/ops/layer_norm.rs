@@ -57,7 +57,10 @@ impl CustomOp3 for LayerNorm {
         let b = f32_input(s3, l3, self.name())?;
         let n = w.len();
         if n == 0 || x.len() % n != 0 || b.len() != n {
-            candle_core::bail!("{}: weight/bias do not match the last dimension", self.name())
+            candle_core::bail!(
+                "{}: weight/bias do not match the last dimension",
+                self.name()
+            )
         }
         let mut dst = vec![0f32; x.len()];
         dst.par_chunks_mut(n)
@@ -124,7 +127,10 @@ impl CustomOp3 for LayerNormGrad {
         let (dx, tail) = out.split_at_mut(rows * n);
         let partials: Vec<Vec<f32>> = dx
             .par_chunks_mut(BLOCK_ROWS * n)
-            .zip(x.par_chunks(BLOCK_ROWS * n).zip(g.par_chunks(BLOCK_ROWS * n)))
+            .zip(
+                x.par_chunks(BLOCK_ROWS * n)
+                    .zip(g.par_chunks(BLOCK_ROWS * n)),
+            )
             .map(|(dx, (x, g))| {
                 let mut acc = vec![0f32; 2 * n];
                 for ((dx, x), g) in dx.chunks_mut(n).zip(x.chunks(n)).zip(g.chunks(n)) {
