@@ -49,6 +49,11 @@ fn arg(name: &str, default: &str) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    // candle's element-wise worker pool spins 25k iterations after each op before parking; on
+    // small machines that steals the core the GEMM threads need. Keep a user's explicit choice.
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "200");
+    }
     let configs = arg("--configs", "minilm,bert-base");
     let batch: usize = arg("--batch", "8").parse()?;
     let len: usize = arg("--len", "128").parse()?;

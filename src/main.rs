@@ -28,6 +28,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // candle's element-wise worker pool spins 25k iterations after each op before parking; on
+    // small machines that steals the core the GEMM threads need. Keep a user's explicit choice.
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "200");
+    }
     let cli = Cli::parse();
     match cli.command.run(&cli.global) {
         Ok(()) => ExitCode::SUCCESS,

@@ -44,6 +44,9 @@ pub struct FinetuneArgs {
     /// MLM: train only the MLM head.
     #[arg(long)]
     freeze_encoder: bool,
+    /// MLM: train only the top N encoder layers and the head.
+    #[arg(long)]
+    trainable_layers: Option<usize>,
     /// MLM: train on a seeded sample of at most N sequences.
     #[arg(long)]
     max_train_sequences: Option<usize>,
@@ -150,6 +153,7 @@ pub fn run(a: &FinetuneArgs, global: &GlobalArgs) -> Result<()> {
             c.text_field = a.text_field.clone().or(c.text_field);
             c.heldout_docs = a.heldout_docs.unwrap_or(c.heldout_docs);
             c.freeze_encoder |= a.freeze_encoder;
+            c.trainable_layers = a.trainable_layers.or(c.trainable_layers);
             c.max_train_sequences = a.max_train_sequences.or(c.max_train_sequences);
             c.batch_size = a.batch_size.unwrap_or(c.batch_size);
             c.max_len = a.max_len.unwrap_or(c.max_len);

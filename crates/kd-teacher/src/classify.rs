@@ -181,6 +181,8 @@ pub struct ClassifyReport {
 
 struct ClassifyTask<'a> {
     model: &'a Bert,
+    /// The same weights without autograd, for evaluation.
+    infer: Bert,
     varmap: &'a candle_nn::VarMap,
     train: Vec<EncodedExample>,
     dev: Vec<EncodedExample>,
@@ -205,7 +207,7 @@ impl TrainTask for ClassifyTask<'_> {
     }
 
     fn end_of_epoch(&mut self, epoch: u64, step: u64) -> kd_train::Result<serde_json::Value> {
-        let e = classification_accuracy(self.model, &self.dev, 64, self.pad, &self.device)
+        let e = classification_accuracy(&self.infer, &self.dev, 64, self.pad, &self.device)
             .map_err(to_train)?;
         let improved = self.best.is_none_or(|(b, _)| e.accuracy > b);
         if improved {
@@ -286,7 +288,8 @@ pub fn run_classify(cfg: &ClassifyConfig, device: &Device) -> Result<ClassifyRep
             .config
             .set_labels(Some(&splits.train.label_names), n);
     }
-    let dev_before = classification_accuracy(&loaded.model, &dev, 64, pad, device)?;
+    let infer = loaded.inference_model()?;
+    let dev_before = classification_accuracy(&infer, &dev, 64, pad, device)?;
     let mut opt = AdamW::new(
         &loaded.varmap,
         AdamWConfig {
@@ -297,6 +300,7 @@ pub fn run_classify(cfg: &ClassifyConfig, device: &Device) -> Result<ClassifyRep
     let model_dir = cfg.out.join("model");
     let mut task = ClassifyTask {
         model: &loaded.model,
+        infer,
         varmap: &loaded.varmap,
         train,
         dev,
@@ -333,10 +337,11 @@ pub fn run_classify(cfg: &ClassifyConfig, device: &Device) -> Result<ClassifyRep
             ..LoadOptions::default()
         },
     )?;
-    let dev_eval = classification_accuracy(&kept.model, &task.dev, 64, pad, device)?;
+    let kept = kept.inference_model()?;
+    let dev_eval = classification_accuracy(&kept, &task.dev, 64, pad, device)?;
     let test_eval = test
         .as_ref()
-        .map(|t| classification_accuracy(&kept.model, t, 64, pad, device))
+        .map(|t| classification_accuracy(&kept, t, 64, pad, device))
         .transpose()?;
     let report = ClassifyReport {
         dev_before,

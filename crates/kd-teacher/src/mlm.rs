@@ -45,6 +45,9 @@ pub struct MlmConfig {
     pub max_eval_sequences: usize,
     /// Train only the MLM head (encoder and the tied embeddings stay fixed).
     pub freeze_encoder: bool,
+    /// Train only the top this-many encoder layers and the head (embeddings, the tied decoder
+    /// and the layers below stay fixed); overrides `freeze_encoder`.
+    pub trainable_layers: Option<usize>,
     /// Masking of training and evaluation sequences.
     pub mask: MaskConfig,
     /// Seed of the evaluation masks (fixed so that runs compare).
@@ -66,6 +69,7 @@ impl Default for MlmConfig {
             max_train_sequences: None,
             max_eval_sequences: 1000,
             freeze_encoder: false,
+            trainable_layers: None,
             mask: MaskConfig::default(),
             eval_seed: 1234,
             train: LoopConfig {
@@ -92,8 +96,8 @@ pub struct MlmReport {
     pub train_docs: usize,
     /// Held-out documents (the last ones in file order).
     pub heldout_docs: usize,
-    /// Parameters left untrained (freeze).
-    pub frozen_encoder: bool,
+    /// Encoder layers left untrained (the embeddings are frozen too when > 0).
+    pub frozen_layers: usize,
     /// Heads created fresh because the checkpoint lacked them.
     pub fresh_parameters: Vec<String>,
     /// Optimizer steps.
@@ -106,12 +110,16 @@ pub struct MlmReport {
 
 struct MlmTask<'a> {
     model: &'a Bert,
+    /// The same weights without autograd (views that follow every update), for evaluation and
+    /// for the frozen encoder.
+    infer: Bert,
     sequences: Vec<PackedSequence>,
     masker: Masker,
     group: GroupConfig,
     seed: u64,
     epoch: u64,
-    frozen: bool,
+    /// Encoder layers below the trainable top (all of them: head only; 0: everything trains).
+    frozen_layers: usize,
     pad: u32,
     device: Device,
     eval: &'a [(u64, MaskedSequence)],
@@ -158,17 +166,16 @@ impl MlmTask<'_> {
             .collect();
         let batch = collate(&items, self.pad)?;
         let input = bert_input(&batch, &self.device)?;
-        let hidden = if self.frozen {
-            let out = self.model.encode(&input, &[], &mut ForwardCtx::eval())?;
-            out.last_hidden_state().detach()
+        let out = if self.frozen_layers == 0 {
+            self.model.encode(&input, &[], &mut ForwardCtx::train(rng))?
         } else {
-            let out = self
-                .model
-                .encode(&input, &[], &mut ForwardCtx::train(rng))?;
-            out.last_hidden_state().clone()
+            let mut ctx = ForwardCtx::train(rng);
+            self.model
+                .encode_frozen_bottom(&self.infer, self.frozen_layers, &input, &[], &mut ctx)?
         };
+        let hidden = out.last_hidden_state();
         let (pos, labels) = mlm_targets(&batch, &self.device)?;
-        let logits = self.model.mlm_logits(&gather_positions(&hidden, &pos)?)?;
+        let logits = self.model.mlm_logits(&gather_positions(hidden, &pos)?)?;
         let loss = candle_nn::loss::cross_entropy(&logits.to_dtype(DType::F32)?, &labels)?;
         Ok(MicroBatch {
             loss,
@@ -233,16 +240,28 @@ pub fn run_mlm(cfg: &MlmConfig, device: &Device) -> Result<MlmReport> {
         ..LoadOptions::default()
     };
     let loaded = load_model(&cfg.model, &opts)?;
-    let before = mlm_accuracy(&loaded.model, &eval, 64, specials.pad, device)?;
-    let frozen = cfg.freeze_encoder;
+    let infer = loaded.inference_model()?;
+    let before = mlm_accuracy(&infer, &eval, 64, specials.pad, device)?;
+    let layers = loaded.model.config.num_hidden_layers;
+    let frozen_layers = match (cfg.trainable_layers, cfg.freeze_encoder) {
+        (Some(t), _) if t > layers => {
+            return Err(Error::Config(format!(
+                "mlm: trainable_layers = {t} but the model has {layers} layers"
+            )))
+        }
+        (Some(t), _) => layers - t,
+        (None, true) => layers,
+        (None, false) => 0,
+    };
     let mut opt = AdamW::builder(AdamWConfig {
         lr: cfg.train.lr,
         ..AdamWConfig::default()
     })
-    .freeze_when(move |n| frozen && n.starts_with("bert."))
+    .freeze_when(move |n| is_frozen(n, frozen_layers))
     .build(&loaded.varmap)?;
     let mut task = MlmTask {
         model: &loaded.model,
+        infer,
         sequences: train,
         masker,
         group: GroupConfig {
@@ -251,7 +270,7 @@ pub fn run_mlm(cfg: &MlmConfig, device: &Device) -> Result<MlmReport> {
         },
         seed: cfg.train.seed,
         epoch: 0,
-        frozen,
+        frozen_layers,
         pad: specials.pad,
         device: device.clone(),
         eval: &eval,
@@ -264,7 +283,7 @@ pub fn run_mlm(cfg: &MlmConfig, device: &Device) -> Result<MlmReport> {
         &cfg.out,
         device,
     )?;
-    let after = mlm_accuracy(&loaded.model, &eval, 64, specials.pad, device)?;
+    let after = mlm_accuracy(&task.infer, &eval, 64, specials.pad, device)?;
     let model_dir = cfg.out.join("model");
     save_hf_dir(&loaded.model, &loaded.varmap, &model_dir, Some(&cfg.model))?;
     let report = MlmReport {
@@ -274,7 +293,7 @@ pub fn run_mlm(cfg: &MlmConfig, device: &Device) -> Result<MlmReport> {
         eval_sequences: eval.len(),
         train_docs: n_docs - cfg.heldout_docs,
         heldout_docs: cfg.heldout_docs,
-        frozen_encoder: frozen,
+        frozen_layers,
         fresh_parameters: loaded.report.initialized.clone(),
         steps: summary.steps,
         tokens_per_s: summary.tokens_per_s,
@@ -282,6 +301,21 @@ pub fn run_mlm(cfg: &MlmConfig, device: &Device) -> Result<MlmReport> {
     };
     write_report(&cfg.out, &report)?;
     Ok(report)
+}
+
+/// Whether parameter `name` stays fixed when the embeddings and the first `frozen_layers`
+/// encoder layers are frozen (the pooler is unused by MLM and frozen with them).
+fn is_frozen(name: &str, frozen_layers: usize) -> bool {
+    if frozen_layers == 0 {
+        return false;
+    }
+    if name.starts_with("bert.embeddings.") || name.starts_with("bert.pooler.") {
+        return true;
+    }
+    name.strip_prefix("bert.encoder.layer.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|i| i.parse::<usize>().ok())
+        .is_some_and(|i| i < frozen_layers)
 }
 
 /// Writes `report.json` atomically.

@@ -241,7 +241,12 @@ pub fn run_training(
                 (window_loss, window_n) = (0.0, 0);
                 window_terms.clear();
             }
-            if cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every) {
+            // The last step is checkpointed below, after its evaluation, so that a checkpoint
+            // at `total` always means a finished run.
+            if cfg.checkpoint_every > 0
+                && state.step.is_multiple_of(cfg.checkpoint_every)
+                && state.step < total
+            {
                 save(&state, opt, task.task_state())?;
             }
             if state.step >= total {
@@ -257,7 +262,9 @@ pub fn run_training(
         state.next_epoch();
         save(&state, opt, task.task_state())?;
     }
-    if state.micro_batch > 0 || state.epoch < cfg.epochs {
+    // A rerun of a finished run takes no step: its final evaluation is already logged.
+    let finished_before = resumed_from == Some(state.step);
+    if (state.micro_batch > 0 || state.epoch < cfg.epochs) && !finished_before {
         // Stopped by max_steps inside an epoch: evaluate and checkpoint the final state.
         let eval = task.end_of_epoch(state.epoch, state.step)?;
         if !eval.is_null() {

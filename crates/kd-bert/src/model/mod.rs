@@ -116,6 +116,49 @@ impl Bert {
         self.encoder.forward(emb, &mask, attention_layers, ctx)
     }
 
+    /// Like [`Bert::encode`], but the embeddings and the first `frozen_layers` layers run on
+    /// `frozen` (an inference view of the same weights, see `LoadedModel::inference_model`) in
+    /// eval mode, so no autograd graph is recorded below the first trainable layer. Used to
+    /// fine-tune only the top of an encoder cheaply.
+    pub fn encode_frozen_bottom(
+        &self,
+        frozen: &Bert,
+        frozen_layers: usize,
+        input: &BertInput,
+        attention_layers: &[usize],
+        ctx: &mut ForwardCtx,
+    ) -> Result<EncoderOutput> {
+        let n = self.encoder.layers.len();
+        if frozen_layers > n || frozen.encoder.layers.len() != n {
+            candle_core::bail!("cannot freeze {frozen_layers} of {n} layers")
+        }
+        let mut eval = ForwardCtx::eval();
+        let emb = frozen
+            .embeddings
+            .forward(&input.input_ids, input.token_type_ids.as_ref(), &mut eval)?;
+        let mask = input.additive_mask(emb.dtype())?;
+        let mut hidden_states = vec![emb];
+        let mut attentions = Vec::new();
+        for i in 0..n {
+            let number = i + 1;
+            let keep = attention_layers.contains(&number);
+            let x = hidden_states.last().expect("non-empty");
+            let (out, maps) = if i < frozen_layers {
+                frozen.encoder.layers[i].forward(x, &mask, keep, &mut eval)?
+            } else {
+                self.encoder.layers[i].forward(x, &mask, keep, ctx)?
+            };
+            if let Some(maps) = maps {
+                attentions.push(LayerAttention { layer: number, maps });
+            }
+            hidden_states.push(out);
+        }
+        Ok(EncoderOutput {
+            hidden_states,
+            attentions,
+        })
+    }
+
     /// MLM logits for hidden states (`[N, H]` or `[B, L, H]`).
     pub fn mlm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
         match &self.mlm {

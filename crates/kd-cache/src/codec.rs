@@ -1,0 +1,330 @@
+//! The binary encoding of one record inside an mmap-shard block
+//! (little-endian; layout in `schemas/cache-v1.md`).
+
+use crate::precision::Precision;
+use crate::quant::Quantized;
+use crate::record::{Label, LayerValues, Record, Sampled, TopK};
+
+const F_TOKEN_TYPES: u8 = 1;
+const F_TOPK: u8 = 2;
+const F_SAMPLED: u8 = 4;
+const F_LOGITS: u8 = 8;
+const F_LABEL_CLASS: u8 = 16;
+const F_LABEL_VALUE: u8 = 32;
+const KNOWN_FLAGS: u8 = 63;
+
+/// Fixed record header: seq_id, epoch, n, n_mask, flags, n_hidden, n_attention, reserved.
+pub const RECORD_HEADER: usize = 8 + 4 + 4 + 4 + 4;
+/// Tensor header: layer, precision, 3 reserved bytes, rows, cols.
+pub const TENSOR_HEADER: usize = 4 + 4 + 4 + 4;
+
+fn put_u32s(out: &mut Vec<u8>, v: &[u32]) {
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+fn put_f32s(out: &mut Vec<u8>, v: &[f32]) {
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+fn len_u32(n: usize, what: &str) -> Result<u32, String> {
+    u32::try_from(n).map_err(|_| format!("{what}: {n} exceeds the u32 range"))
+}
+
+fn put_tensor(out: &mut Vec<u8>, layer: u32, q: &Quantized) -> Result<(), String> {
+    out.extend_from_slice(&layer.to_le_bytes());
+    out.extend_from_slice(&[q.precision().code(), 0, 0, 0]);
+    out.extend_from_slice(&len_u32(q.rows(), "tensor rows")?.to_le_bytes());
+    out.extend_from_slice(&len_u32(q.cols(), "tensor cols")?.to_le_bytes());
+    put_f32s(out, q.scales());
+    out.extend_from_slice(q.data());
+    Ok(())
+}
+
+fn tensor_size(q: &Quantized) -> u64 {
+    (TENSOR_HEADER + q.byte_size()) as u64
+}
+
+/// Appends the encoding of `r` to `out`.
+pub fn encode_record(r: &Record, out: &mut Vec<u8>) -> Result<(), String> {
+    let n = len_u32(r.input_ids.len(), "input_ids")?;
+    let m = len_u32(r.mlm_positions.len(), "mlm_positions")?;
+    let nh = u8::try_from(r.hidden.len()).map_err(|_| "more than 255 hidden layers")?;
+    let na = u8::try_from(r.attention.len()).map_err(|_| "more than 255 attention layers")?;
+    let mut flags = 0u8;
+    if r.token_type_ids.is_some() {
+        flags |= F_TOKEN_TYPES;
+    }
+    if r.mlm_topk.is_some() {
+        flags |= F_TOPK;
+    }
+    if r.mlm_sampled.is_some() {
+        flags |= F_SAMPLED;
+    }
+    if r.logits.is_some() {
+        flags |= F_LOGITS;
+    }
+    match r.label {
+        Some(Label::Class(_)) => flags |= F_LABEL_CLASS,
+        Some(Label::Value(_)) => flags |= F_LABEL_VALUE,
+        None => {}
+    }
+    out.extend_from_slice(&r.seq_id.to_le_bytes());
+    out.extend_from_slice(&r.epoch.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&m.to_le_bytes());
+    out.extend_from_slice(&[flags, nh, na, 0]);
+    put_u32s(out, &r.input_ids);
+    if let Some(t) = &r.token_type_ids {
+        put_u32s(out, t);
+    }
+    put_u32s(out, &r.mlm_positions);
+    put_u32s(out, &r.mlm_labels);
+    if let Some(t) = &r.mlm_topk {
+        out.extend_from_slice(&len_u32(t.logits.cols(), "k")?.to_le_bytes());
+        let nt = t.log_partition.len().checked_div(r.mlm_positions.len());
+        out.extend_from_slice(&len_u32(nt.unwrap_or(0), "temperatures")?.to_le_bytes());
+        put_u32s(out, &t.ids);
+        put_tensor(out, 0, &t.logits)?;
+        put_f32s(out, &t.log_partition);
+    }
+    if let Some(s) = &r.mlm_sampled {
+        out.extend_from_slice(&len_u32(s.ids.len(), "sampled ids")?.to_le_bytes());
+        put_u32s(out, &s.offsets);
+        put_u32s(out, &s.ids);
+        for c in &s.counts {
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+    }
+    for l in r.hidden.iter().chain(&r.attention) {
+        put_tensor(out, l.layer, &l.values)?;
+    }
+    if let Some(l) = &r.logits {
+        out.extend_from_slice(&len_u32(l.len(), "logits")?.to_le_bytes());
+        put_f32s(out, l);
+    }
+    match r.label {
+        Some(Label::Class(c)) => out.extend_from_slice(&c.to_le_bytes()),
+        Some(Label::Value(v)) => out.extend_from_slice(&v.to_le_bytes()),
+        None => {}
+    }
+    Ok(())
+}
+
+/// Encoded bytes of `r` per section, named like the Parquet columns
+/// (`ids` = the fixed header, `input_ids`, `token_type_ids`, `mlm_positions`,
+/// `mlm_labels`), `topk_ids`, `topk_logits`, `log_partition`, `sampled`,
+/// `hidden_l{L}`, `attention_l{L}`, `logits`, `label`. They add up to the
+/// encoded length.
+pub fn section_sizes(r: &Record) -> Vec<(String, u64)> {
+    let n = r.input_ids.len() as u64;
+    let m = r.mlm_positions.len() as u64;
+    let mut v = vec![
+        ("ids".to_string(), RECORD_HEADER as u64),
+        ("input_ids".to_string(), 4 * n),
+    ];
+    if r.token_type_ids.is_some() {
+        v.push(("token_type_ids".into(), 4 * n));
+    }
+    v.push(("mlm_positions".into(), 4 * m));
+    v.push(("mlm_labels".into(), 4 * m));
+    if let Some(t) = &r.mlm_topk {
+        v.push(("topk_ids".into(), 8 + 4 * t.ids.len() as u64));
+        v.push(("topk_logits".into(), tensor_size(&t.logits)));
+        v.push(("log_partition".into(), 4 * t.log_partition.len() as u64));
+    }
+    if let Some(s) = &r.mlm_sampled {
+        let size = 4 + 4 * s.offsets.len() + 4 * s.ids.len() + 2 * s.counts.len();
+        v.push(("sampled".into(), size as u64));
+    }
+    for l in &r.hidden {
+        v.push((format!("hidden_l{}", l.layer), tensor_size(&l.values)));
+    }
+    for l in &r.attention {
+        v.push((format!("attention_l{}", l.layer), tensor_size(&l.values)));
+    }
+    if let Some(l) = &r.logits {
+        v.push(("logits".into(), 4 + 4 * l.len() as u64));
+    }
+    if r.label.is_some() {
+        v.push(("label".into(), 4));
+    }
+    v
+}
+
+/// A bounds-checked little-endian reader.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        match end {
+            Some(end) => {
+                let s = &self.buf[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(format!(
+                "truncated: {what} needs {n} bytes at offset {}, {} left",
+                self.pos,
+                self.buf.len() - self.pos
+            )),
+        }
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn sized(&mut self, count: u64, elem: u64, what: &str) -> Result<&'a [u8], String> {
+        let bytes = count
+            .checked_mul(elem)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| format!("{what}: size {count} x {elem} overflows"))?;
+        self.take(bytes, what)
+    }
+
+    fn u32s(&mut self, count: u64, what: &str) -> Result<Vec<u32>, String> {
+        let b = self.sized(count, 4, what)?;
+        Ok(b.chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    fn f32s(&mut self, count: u64, what: &str) -> Result<Vec<f32>, String> {
+        let b = self.sized(count, 4, what)?;
+        Ok(b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    fn tensor(&mut self, what: &str) -> Result<(u32, Quantized), String> {
+        let layer = self.u32(what)?;
+        let head = self.take(4, what)?;
+        let precision = Precision::from_code(head[0])
+            .ok_or_else(|| format!("{what}: unknown precision code {}", head[0]))?;
+        let rows = u64::from(self.u32(what)?);
+        let cols = u64::from(self.u32(what)?);
+        let scales = if precision == Precision::Int8 {
+            self.f32s(rows, what)?
+        } else {
+            Vec::new()
+        };
+        let count = rows
+            .checked_mul(cols)
+            .ok_or_else(|| format!("{what}: {rows} x {cols} overflows"))?;
+        let data = self
+            .sized(count, precision.elem_size() as u64, what)?
+            .to_vec();
+        if cols == 0 && rows != 0 {
+            return Err(format!("{what}: {rows} rows of 0 columns"));
+        }
+        let q = Quantized::from_parts(precision, cols as usize, data, scales)
+            .map_err(|e| format!("{what}: {e}"))?;
+        Ok((layer, q))
+    }
+}
+
+/// Decodes one record encoded by [`encode_record`] (all of `buf`).
+pub fn decode_record(buf: &[u8]) -> Result<Record, String> {
+    let mut c = Cursor { buf, pos: 0 };
+    let seq_id = c.u64("seq_id")?;
+    let epoch = c.u32("epoch")?;
+    let n = u64::from(c.u32("n")?);
+    let m = u64::from(c.u32("n_mask")?);
+    let flags = c.u8("flags")?;
+    let nh = c.u8("n_hidden")?;
+    let na = c.u8("n_attention")?;
+    c.u8("reserved")?;
+    if flags & !KNOWN_FLAGS != 0 || flags & F_LABEL_CLASS != 0 && flags & F_LABEL_VALUE != 0 {
+        return Err(format!("bad flags {flags:#04x}"));
+    }
+    let mut r = Record {
+        seq_id,
+        epoch,
+        input_ids: c.u32s(n, "input_ids")?,
+        ..Record::default()
+    };
+    if flags & F_TOKEN_TYPES != 0 {
+        r.token_type_ids = Some(c.u32s(n, "token_type_ids")?);
+    }
+    r.mlm_positions = c.u32s(m, "mlm_positions")?;
+    r.mlm_labels = c.u32s(m, "mlm_labels")?;
+    if flags & F_TOPK != 0 {
+        let k = u64::from(c.u32("topk k")?);
+        let nt = u64::from(c.u32("topk temperatures")?);
+        let count = m
+            .checked_mul(k)
+            .ok_or_else(|| "topk size overflows".to_string())?;
+        let ids = c.u32s(count, "topk_ids")?;
+        let (_, logits) = c.tensor("topk_logits")?;
+        let lp = m
+            .checked_mul(nt)
+            .ok_or_else(|| "log_partition size overflows".to_string())?;
+        let log_partition = c.f32s(lp, "log_partition")?;
+        r.mlm_topk = Some(TopK {
+            ids,
+            logits,
+            log_partition,
+        });
+    }
+    if flags & F_SAMPLED != 0 {
+        let total = u64::from(c.u32("sampled total")?);
+        let offsets = c.u32s(m + 1, "sampled offsets")?;
+        let ids = c.u32s(total, "sampled ids")?;
+        let counts = c
+            .sized(total, 2, "sampled counts")?
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        r.mlm_sampled = Some(Sampled {
+            offsets,
+            ids,
+            counts,
+        });
+    }
+    for i in 0..usize::from(nh) + usize::from(na) {
+        let what = if i < usize::from(nh) { "hidden" } else { "attention" };
+        let (layer, values) = c.tensor(what)?;
+        let lv = LayerValues { layer, values };
+        if i < usize::from(nh) {
+            r.hidden.push(lv);
+        } else {
+            r.attention.push(lv);
+        }
+    }
+    if flags & F_LOGITS != 0 {
+        let len = u64::from(c.u32("logits length")?);
+        r.logits = Some(c.f32s(len, "logits")?);
+    }
+    if flags & F_LABEL_CLASS != 0 {
+        r.label = Some(Label::Class(c.u32("label")?));
+    } else if flags & F_LABEL_VALUE != 0 {
+        r.label = Some(Label::Value(f32::from_bits(c.u32("label")?)));
+    }
+    if c.pos != buf.len() {
+        return Err(format!(
+            "{} trailing bytes after the record",
+            buf.len() - c.pos
+        ));
+    }
+    Ok(r)
+}

@@ -1,0 +1,210 @@
+//! Whether a cache fits its consumer: [`Expectation`] and
+//! [`Manifest::check_compatible`].
+
+use crate::error::{CacheError, Result};
+use crate::manifest::{Manifest, SCHEMA_VERSION};
+use crate::targets::{LayerSpec, TargetSpec};
+
+/// What a consumer (a student run) needs from a cache.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Expectation {
+    /// SHA-256 of the consumer's tokenizer file, if it must match.
+    pub tokenizer_sha256: Option<String>,
+    /// SHA-256 of the teacher weights the consumer was configured with, if any.
+    pub teacher_weights_sha256: Option<String>,
+    /// Targets needed. Precisions are ignored; `mlm_topk` needs at least `k`
+    /// and every listed temperature, `mlm_sampled` the same temperature and
+    /// at least `k` draws, layers must all be present.
+    pub targets: TargetSpec,
+    /// Accept a partial cache (one `--shard i/N` part); refused by default.
+    pub allow_partial: bool,
+}
+
+impl Expectation {
+    /// Needs `targets`, checks no checksum.
+    pub fn new(targets: TargetSpec) -> Self {
+        Expectation {
+            targets,
+            ..Expectation::default()
+        }
+    }
+
+    /// Also requires the tokenizer SHA-256 `sha`.
+    pub fn tokenizer(mut self, sha: impl Into<String>) -> Self {
+        self.tokenizer_sha256 = Some(sha.into());
+        self
+    }
+
+    /// Also requires the teacher weights SHA-256 `sha`.
+    pub fn teacher(mut self, sha: impl Into<String>) -> Self {
+        self.teacher_weights_sha256 = Some(sha.into());
+        self
+    }
+}
+
+fn short(sha: &str) -> String {
+    if sha.is_empty() {
+        return "(none)".into();
+    }
+    let head: String = sha.chars().take(12).collect();
+    if head.len() < sha.len() {
+        format!("{head}..")
+    } else {
+        head
+    }
+}
+
+fn list(v: &[u32]) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn stored(t: &TargetSpec) -> String {
+    let mut v = Vec::new();
+    if t.mlm_topk.is_some() {
+        v.push("mlm-topk");
+    }
+    if t.mlm_sampled.is_some() {
+        v.push("mlm-sampled");
+    }
+    if t.hidden.is_some() {
+        v.push("hidden");
+    }
+    if t.attention.is_some() {
+        v.push("attention");
+    }
+    if t.logits {
+        v.push("logits");
+    }
+    if v.is_empty() {
+        "nothing".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn check_layers(
+    what: &str,
+    have: Option<&LayerSpec>,
+    need: Option<&LayerSpec>,
+    all: &TargetSpec,
+    out: &mut Vec<String>,
+) {
+    let Some(need) = need else { return };
+    let Some(have) = have else {
+        out.push(format!("cache has no {what} (it stores {})", stored(all)));
+        return;
+    };
+    for l in &need.layers {
+        if !have.layers.contains(l) {
+            out.push(format!(
+                "cache has no {what} for layer {l} (it has {})",
+                list(&have.layers)
+            ));
+        }
+    }
+}
+
+/// Differences of `have` against what `need` asks for, one line each.
+pub fn missing_targets(have: &TargetSpec, need: &TargetSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(n) = &need.mlm_topk {
+        match &have.mlm_topk {
+            None => out.push(format!("cache has no mlm-topk (it stores {})", stored(have))),
+            Some(h) => {
+                if h.k < n.k {
+                    out.push(format!("cache mlm-topk has k = {} < {} needed", h.k, n.k));
+                }
+                for t in &n.temperatures {
+                    if !h.temperatures.contains(t) {
+                        out.push(format!(
+                            "cache mlm-topk has no log-partition at temperature {t} (it has {:?})",
+                            h.temperatures
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(n) = &need.mlm_sampled {
+        match &have.mlm_sampled {
+            None => out.push(format!("cache has no mlm-sampled (it stores {})", stored(have))),
+            Some(h) => {
+                if h.temperature != n.temperature {
+                    out.push(format!(
+                        "cache mlm-sampled is at temperature {} != {} needed",
+                        h.temperature, n.temperature
+                    ));
+                }
+                if h.k < n.k {
+                    out.push(format!("cache mlm-sampled has k = {} < {} needed", h.k, n.k));
+                }
+            }
+        }
+    }
+    check_layers(
+        "hidden state",
+        have.hidden.as_ref(),
+        need.hidden.as_ref(),
+        have,
+        &mut out,
+    );
+    check_layers(
+        "attention",
+        have.attention.as_ref(),
+        need.attention.as_ref(),
+        have,
+        &mut out,
+    );
+    if need.logits && !have.logits {
+        out.push(format!("cache has no classifier logits (it stores {})", stored(have)));
+    }
+    out
+}
+
+impl Manifest {
+    /// Refuses a cache whose schema version, tokenizer or teacher differ from
+    /// `expect`, that lacks a needed target, or that is a single part of a
+    /// sharded job; the message names every difference.
+    pub fn check_compatible(&self, expect: &Expectation) -> Result<()> {
+        let mut out = Vec::new();
+        if self.schema_version != SCHEMA_VERSION {
+            out.push(format!(
+                "cache schema {} != {SCHEMA_VERSION} understood here",
+                self.schema_version
+            ));
+        }
+        if let Some(sha) = &expect.tokenizer_sha256 {
+            if !sha.eq_ignore_ascii_case(&self.tokenizer_sha256) {
+                out.push(format!(
+                    "cache tokenizer sha256 {} != student tokenizer {}",
+                    short(&self.tokenizer_sha256),
+                    short(sha)
+                ));
+            }
+        }
+        if let Some(sha) = &expect.teacher_weights_sha256 {
+            if !sha.eq_ignore_ascii_case(&self.teacher.weights_sha256) {
+                out.push(format!(
+                    "cache teacher weights sha256 {} != expected teacher {}",
+                    short(&self.teacher.weights_sha256),
+                    short(sha)
+                ));
+            }
+        }
+        out.extend(missing_targets(&self.targets, &expect.targets));
+        if let (Some(p), false) = (self.part, expect.allow_partial) {
+            out.push(format!(
+                "cache is part {}/{} of a sharded run; merge the parts first",
+                p.index, p.count
+            ));
+        }
+        if out.is_empty() {
+            Ok(())
+        } else {
+            Err(CacheError::Incompatible(out.join("; ")))
+        }
+    }
+}

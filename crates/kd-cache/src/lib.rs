@@ -1,0 +1,66 @@
+//! Offline teacher caches for knowledge distillation: what a teacher produced
+//! for each (epoch, sequence), stored once and streamed back by students.
+//!
+//! Plain Rust data only (no tensor library): ids are `Vec<u32>`, tensors are
+//! [`Quantized`] matrices at a chosen [`Precision`].
+//!
+//! Modules:
+//! - [`record`]: [`Record`], [`TopK`], [`Sampled`], [`LayerValues`], [`Label`]
+//!   and the check of a record against a [`TargetSpec`].
+//! - [`quant`]: f32 / f16 / bf16 / int8 (per-row scale) matrices and their error bounds.
+//! - [`precision`]: the [`Precision`] enum.
+//! - [`topk`]: top-k and sampled MLM targets from full-vocabulary logits, and
+//!   teacher probabilities / tail mass at any stored temperature.
+//! - [`targets`]: [`TargetSpec`] and the target-string syntax
+//!   (`mlm-topk:k=32,hidden:last,attention:3,6`).
+//! - [`manifest`]: `manifest.json` ([`Manifest`]), written atomically.
+//! - [`compat`]: [`Expectation`] and [`Manifest::check_compatible`].
+//! - [`writer`]: [`ShardWriter`] (one shard, either backend) and [`CacheWriter`]
+//!   (a folder of shards plus the manifest).
+//! - [`reader`]: [`CacheReader`]: random access and streaming over both backends.
+//! - [`parquet_write`], [`parquet_read`]: the Parquet backend.
+//! - [`mmap_shard`], [`codec`]: the mmap backend and its record encoding.
+//! - [`verify`]: checksums and a full decode ([`verify()`]).
+//! - [`inspect`]: sizes per column and bytes per token ([`inspect()`]).
+//! - [`merge`]: joining the parts of a sharded run ([`merge()`]).
+//! - [`fsutil`]: atomic writes and SHA-256 of files.
+//! - [`error`]: [`CacheError`].
+//!
+//! The on-disk formats are specified in `schemas/cache-v1.md`.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod compat;
+pub mod error;
+pub mod fsutil;
+pub mod inspect;
+pub mod manifest;
+pub mod merge;
+pub mod mmap_shard;
+pub mod parquet_read;
+pub mod parquet_write;
+pub mod precision;
+pub mod quant;
+pub mod reader;
+pub mod record;
+pub mod targets;
+pub mod topk;
+pub mod verify;
+pub mod writer;
+
+pub use compat::Expectation;
+pub use error::{CacheError, Result};
+pub use inspect::{inspect, ColumnSize, InspectReport};
+pub use manifest::{
+    Backend, CorpusFile, FileRef, Manifest, MaskingParams, Part, ShardInfo, TeacherInfo,
+    MANIFEST_FILE, SCHEMA_VERSION,
+};
+pub use merge::{merge, MergeMode};
+pub use precision::Precision;
+pub use quant::Quantized;
+pub use reader::{CacheIter, CacheReader, Shard, ShardIter};
+pub use record::{Label, LayerValues, Record, Sampled, TopK};
+pub use targets::{LayerSpec, SampledSpec, TargetSpec, TopKSpec};
+pub use verify::{verify, ShardReport, VerifyReport};
+pub use writer::{CacheWriter, ShardWriter, WriterOptions};

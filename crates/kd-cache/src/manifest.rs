@@ -1,0 +1,318 @@
+//! `manifest.json`: what a cache holds and how it was made.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{CacheError, Result};
+use crate::fsutil::{atomic_write, sha256_file};
+use crate::targets::TargetSpec;
+
+/// The schema this crate writes and reads.
+pub const SCHEMA_VERSION: &str = "kd-cache/1";
+
+/// File name of the manifest inside a cache folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Storage backend of the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Apache Parquet files (zstd), one row per record.
+    Parquet,
+    /// Memory-mapped shards of zstd blocks with a record index.
+    Mmap,
+}
+
+impl Backend {
+    /// File extension of its shards (`parquet` or `kdc`).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Backend::Parquet => "parquet",
+            Backend::Mmap => "kdc",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Parquet => "parquet",
+            Backend::Mmap => "mmap",
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = CacheError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "parquet" => Ok(Backend::Parquet),
+            "mmap" => Ok(Backend::Mmap),
+            _ => Err(CacheError::Invalid(format!(
+                "unknown backend `{s}` (known: parquet, mmap)"
+            ))),
+        }
+    }
+}
+
+/// The teacher that produced the cache.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TeacherInfo {
+    /// The teacher's `config.json`, verbatim.
+    pub config: serde_json::Value,
+    /// SHA-256 (hex) of the weights file.
+    pub weights_sha256: String,
+    /// Where the teacher came from (a path or name), for people.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// One corpus file, in reading order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CorpusFile {
+    /// Path as given to the producer.
+    pub path: String,
+    /// SHA-256 (hex) of its bytes.
+    pub sha256: String,
+}
+
+/// MLM masking parameters (the fields of `kd_data::MaskConfig` plus the seed).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MaskingParams {
+    /// Seed of the per-(epoch, sequence) masking generator.
+    pub seed: u64,
+    /// Share of candidate tokens masked.
+    pub mask_prob: f64,
+    /// Share of masked positions replaced by `[MASK]`.
+    pub mask_frac: f64,
+    /// Share kept unchanged.
+    pub keep_frac: f64,
+    /// Share replaced by a random token.
+    pub random_frac: f64,
+    /// Frequency-smoothing exponent, if any.
+    #[serde(default)]
+    pub smoothing: Option<f64>,
+}
+
+/// A file of the cache referenced by name and checksum.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileRef {
+    /// File name inside the cache folder.
+    pub file: String,
+    /// SHA-256 (hex) of its bytes.
+    pub sha256: String,
+}
+
+impl FileRef {
+    /// A reference to `dir/file` with its current checksum.
+    pub fn for_file(dir: &Path, file: &str) -> Result<FileRef> {
+        Ok(FileRef {
+            file: file.to_string(),
+            sha256: sha256_file(&dir.join(file))?,
+        })
+    }
+}
+
+/// One shard file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardInfo {
+    /// File name inside the cache folder.
+    pub file: String,
+    /// Records.
+    pub rows: u64,
+    /// Real tokens over all records.
+    pub tokens: u64,
+    /// File size.
+    pub bytes: u64,
+    /// SHA-256 (hex) of the file.
+    pub sha256: String,
+}
+
+/// Which slice of a job (`--shard index/count`) produced a cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Part {
+    /// 0-based index.
+    pub index: u32,
+    /// Number of parts.
+    pub count: u32,
+}
+
+/// The manifest of a cache.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// Always [`SCHEMA_VERSION`] for caches this crate writes.
+    pub schema_version: String,
+    /// The teacher.
+    pub teacher: TeacherInfo,
+    /// SHA-256 (hex) of the tokenizer file.
+    pub tokenizer_sha256: String,
+    /// Corpus files in reading order.
+    pub corpus: Vec<CorpusFile>,
+    /// Masking parameters (`None` for unmasked task data).
+    pub masking: Option<MaskingParams>,
+    /// Masked epochs written.
+    pub epochs: u32,
+    /// Targets and precisions.
+    pub targets: TargetSpec,
+    /// Shard backend.
+    pub backend: Backend,
+    /// Shards in record order.
+    pub shards: Vec<ShardInfo>,
+    /// Token frequency table (e.g. `token_counts.json`), if any.
+    #[serde(default)]
+    pub token_counts: Option<FileRef>,
+    /// Set on a partial cache made with `--shard index/count`.
+    #[serde(default)]
+    pub part: Option<Part>,
+    /// Producer-specific settings (packing, vocabulary size, ...).
+    #[serde(default)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Manifest {
+    /// A manifest without shards for `targets` on `backend`; the other fields
+    /// are empty and meant to be filled in by the producer.
+    pub fn new(targets: TargetSpec, backend: Backend) -> Manifest {
+        Manifest {
+            schema_version: SCHEMA_VERSION.to_string(),
+            teacher: TeacherInfo {
+                config: serde_json::Value::Null,
+                weights_sha256: String::new(),
+                source: None,
+            },
+            tokenizer_sha256: String::new(),
+            corpus: Vec::new(),
+            masking: None,
+            epochs: 1,
+            targets,
+            backend,
+            shards: Vec::new(),
+            token_counts: None,
+            part: None,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Path of the manifest in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(MANIFEST_FILE)
+    }
+
+    /// Reads `dir/manifest.json` and checks its internal consistency.
+    pub fn load(dir: &Path) -> Result<Manifest> {
+        let path = Manifest::path(dir);
+        let text = std::fs::read_to_string(&path).map_err(|e| CacheError::io(&path, e))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| CacheError::Manifest {
+            path: path.clone(),
+            message: format!("line {}: {e}", e.line()),
+        })?;
+        m.validate().map_err(|e| CacheError::Manifest {
+            path,
+            message: e.to_string(),
+        })?;
+        Ok(m)
+    }
+
+    /// Pretty JSON text.
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| CacheError::Invalid(e.to_string()))
+    }
+
+    /// Writes `dir/manifest.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.validate()?;
+        let mut text = self.to_json()?;
+        text.push('\n');
+        atomic_write(&Manifest::path(dir), text.as_bytes())
+    }
+
+    /// Checks file names (plain names, no folders), the targets, and the part.
+    pub fn validate(&self) -> Result<()> {
+        self.targets.validate()?;
+        let names = self
+            .shards
+            .iter()
+            .map(|s| s.file.as_str())
+            .chain(self.token_counts.iter().map(|t| t.file.as_str()));
+        for name in names {
+            if !is_plain_name(name) {
+                return Err(CacheError::Invalid(format!(
+                    "file name `{name}` must be a plain name inside the cache folder"
+                )));
+            }
+        }
+        for (i, s) in self.shards.iter().enumerate() {
+            if self.shards[..i].iter().any(|t| t.file == s.file) {
+                return Err(CacheError::Invalid(format!("shard `{}` listed twice", s.file)));
+            }
+        }
+        if let Some(p) = self.part {
+            if p.count == 0 || p.index >= p.count {
+                return Err(CacheError::Invalid(format!(
+                    "bad part {}/{}",
+                    p.index, p.count
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records over all shards.
+    pub fn rows(&self) -> u64 {
+        self.shards.iter().map(|s| s.rows).sum()
+    }
+
+    /// Real tokens over all shards.
+    pub fn tokens(&self) -> u64 {
+        self.shards.iter().map(|s| s.tokens).sum()
+    }
+
+    /// Bytes of all shard files.
+    pub fn bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// Whether `name` is a plain file name (no separator, not `.`/`..`).
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\'])
+        && !name.contains('\0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest::new(TargetSpec::parse("hidden:last", 4).unwrap(), Backend::Mmap);
+        m.teacher.weights_sha256 = "ab".repeat(32);
+        m.shards.push(ShardInfo {
+            file: "shard-00000.kdc".into(),
+            rows: 3,
+            tokens: 30,
+            bytes: 100,
+            sha256: "00".repeat(32),
+        });
+        m.extra.insert("vocab_size".into(), serde_json::json!(30522));
+        m.save(dir.path()).unwrap();
+        let back = Manifest::load(dir.path()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!((back.rows(), back.tokens(), back.bytes()), (3, 30, 100));
+        let text = std::fs::read_to_string(Manifest::path(dir.path())).unwrap();
+        assert!(text.contains("\"schema_version\": \"kd-cache/1\""), "{text}");
+        assert!(text.contains("\"backend\": \"mmap\""));
+
+        m.shards[0].file = "../x".into();
+        assert!(m.save(dir.path()).is_err());
+        std::fs::write(Manifest::path(dir.path()), "{\"schema_version\": 3}").unwrap();
+        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("manifest.json") && e.contains("line 1"), "{e}");
+    }
+}

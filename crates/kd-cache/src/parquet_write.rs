@@ -1,0 +1,351 @@
+//! Parquet shards: the Arrow schema of a [`TargetSpec`] and the writer.
+//!
+//! One row per record; row groups are cut every `row_group_rows` records or
+//! once the buffered records hold `row_group_bytes`. Column types are listed
+//! in `schemas/cache-v1.md`; every non-f32 float tensor is a `binary` blob of
+//! little-endian elements.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Float32Builder, ListBuilder, UInt16Builder, UInt32Builder,
+    UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::error::{CacheError, Result};
+use crate::fsutil::{commit, tmp_path, HashingWriter};
+use crate::manifest::{ShardInfo, SCHEMA_VERSION};
+use crate::mmap_shard::file_name;
+use crate::precision::Precision;
+use crate::quant::Quantized;
+use crate::record::{Label, Record};
+use crate::targets::TargetSpec;
+
+/// Column of the hidden state of `layer`.
+pub fn hidden_column(layer: u32) -> String {
+    format!("hidden_l{layer}")
+}
+
+/// Column of the attention scores of `layer`.
+pub fn attention_column(layer: u32) -> String {
+    format!("attention_l{layer}")
+}
+
+fn list_of(t: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(t, true)))
+}
+
+fn tensor_type(p: Precision) -> DataType {
+    match p {
+        Precision::F32 => list_of(DataType::Float32),
+        _ => DataType::Binary,
+    }
+}
+
+fn tensor_field(name: &str, p: Precision, shape: &str) -> Field {
+    let meta = HashMap::from([
+        ("kd.precision".to_string(), p.name().to_string()),
+        ("kd.shape".to_string(), shape.to_string()),
+    ]);
+    Field::new(name, tensor_type(p), false).with_metadata(meta)
+}
+
+/// The Arrow schema of a shard holding `spec`.
+pub fn arrow_schema(spec: &TargetSpec) -> SchemaRef {
+    let mut f = vec![
+        Field::new("seq_id", DataType::UInt64, false),
+        Field::new("epoch", DataType::UInt32, false),
+        Field::new("input_ids", list_of(DataType::UInt32), false),
+        Field::new("token_type_ids", list_of(DataType::UInt32), true),
+        Field::new("mlm_positions", list_of(DataType::UInt32), false),
+        Field::new("mlm_labels", list_of(DataType::UInt32), false),
+    ];
+    if let Some(t) = &spec.mlm_topk {
+        f.push(Field::new("topk_ids", list_of(DataType::UInt32), false));
+        f.push(tensor_field("topk_logits", t.logit_precision, "[n_mask, k]"));
+        f.push(Field::new("log_partition", list_of(DataType::Float32), false));
+    }
+    if spec.mlm_sampled.is_some() {
+        f.push(Field::new("sampled_offsets", list_of(DataType::UInt32), false));
+        f.push(Field::new("sampled_ids", list_of(DataType::UInt32), false));
+        f.push(Field::new("sampled_counts", list_of(DataType::UInt16), false));
+    }
+    for (layers, name, shape) in [
+        (&spec.hidden, hidden_column as fn(u32) -> String, "[n, H]"),
+        (&spec.attention, attention_column, "[heads, n, n]"),
+    ] {
+        if let Some(l) = layers {
+            for &layer in &l.layers {
+                f.push(tensor_field(&name(layer), l.precision, shape));
+                if l.precision == Precision::Int8 {
+                    let scale = format!("{}_scale", name(layer));
+                    f.push(Field::new(scale, list_of(DataType::Float32), false));
+                }
+            }
+        }
+    }
+    if spec.logits {
+        f.push(Field::new("logits", list_of(DataType::Float32), false));
+    }
+    f.push(Field::new("label_class", DataType::UInt32, true));
+    f.push(Field::new("label_value", DataType::Float32, true));
+    let meta = HashMap::from([
+        ("kd.schema_version".to_string(), SCHEMA_VERSION.to_string()),
+        ("kd.targets".to_string(), spec.to_string()),
+    ]);
+    Arc::new(Schema::new_with_metadata(f, meta))
+}
+
+fn list_u32<'a>(rows: impl Iterator<Item = Option<&'a [u32]>>) -> ArrayRef {
+    let mut b = ListBuilder::new(UInt32Builder::new());
+    for r in rows {
+        match r {
+            Some(v) => {
+                b.values().append_slice(v);
+                b.append(true);
+            }
+            None => b.append(false),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+fn list_f32<'a>(rows: impl Iterator<Item = &'a [f32]>) -> ArrayRef {
+    let mut b = ListBuilder::new(Float32Builder::new());
+    for v in rows {
+        b.values().append_slice(v);
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+/// The data column of a tensor: `list<float32>` for f32, else `binary`.
+fn tensor_column<'a>(p: Precision, rows: impl Iterator<Item = &'a Quantized>) -> ArrayRef {
+    if p == Precision::F32 {
+        let decoded: Vec<Vec<f32>> = rows.map(|q| q.decode()).collect();
+        return list_f32(decoded.iter().map(|v| v.as_slice()));
+    }
+    let mut b = BinaryBuilder::new();
+    for q in rows {
+        b.append_value(q.data());
+    }
+    Arc::new(b.finish())
+}
+
+/// Builds the record batch of `records` for `schema`/`spec` (records are
+/// checked against `spec` beforehand).
+pub fn build_batch(records: &[Record], spec: &TargetSpec, schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    let mut seq = UInt64Builder::new();
+    let mut epoch = UInt32Builder::new();
+    for r in records {
+        seq.append_value(r.seq_id);
+        epoch.append_value(r.epoch);
+    }
+    cols.push(Arc::new(seq.finish()));
+    cols.push(Arc::new(epoch.finish()));
+    cols.push(list_u32(records.iter().map(|r| Some(r.input_ids.as_slice()))));
+    cols.push(list_u32(records.iter().map(|r| r.token_type_ids.as_deref())));
+    cols.push(list_u32(records.iter().map(|r| Some(r.mlm_positions.as_slice()))));
+    cols.push(list_u32(records.iter().map(|r| Some(r.mlm_labels.as_slice()))));
+    if let Some(t) = &spec.mlm_topk {
+        let topk: Vec<_> = records.iter().filter_map(|r| r.mlm_topk.as_ref()).collect();
+        cols.push(list_u32(topk.iter().map(|t| Some(t.ids.as_slice()))));
+        cols.push(tensor_column(t.logit_precision, topk.iter().map(|t| &t.logits)));
+        cols.push(list_f32(topk.iter().map(|t| t.log_partition.as_slice())));
+    }
+    if spec.mlm_sampled.is_some() {
+        let s: Vec<_> = records.iter().filter_map(|r| r.mlm_sampled.as_ref()).collect();
+        cols.push(list_u32(s.iter().map(|s| Some(s.offsets.as_slice()))));
+        cols.push(list_u32(s.iter().map(|s| Some(s.ids.as_slice()))));
+        let mut b = ListBuilder::new(UInt16Builder::new());
+        for s in &s {
+            b.values().append_slice(&s.counts);
+            b.append(true);
+        }
+        cols.push(Arc::new(b.finish()));
+    }
+    for (spec_layers, hidden) in [(&spec.hidden, true), (&spec.attention, false)] {
+        let Some(l) = spec_layers else { continue };
+        for (i, _) in l.layers.iter().enumerate() {
+            let tensors: Vec<&Quantized> = records
+                .iter()
+                .map(|r| &if hidden { &r.hidden } else { &r.attention }[i].values)
+                .collect();
+            cols.push(tensor_column(l.precision, tensors.iter().copied()));
+            if l.precision == Precision::Int8 {
+                cols.push(list_f32(tensors.iter().map(|q| q.scales())));
+            }
+        }
+    }
+    if spec.logits {
+        cols.push(list_f32(
+            records.iter().map(|r| r.logits.as_deref().unwrap_or(&[])),
+        ));
+    }
+    let mut class = UInt32Builder::new();
+    let mut value = Float32Builder::new();
+    for r in records {
+        class.append_option(match r.label {
+            Some(Label::Class(c)) => Some(c),
+            _ => None,
+        });
+        value.append_option(match r.label {
+            Some(Label::Value(v)) => Some(v),
+            _ => None,
+        });
+    }
+    cols.push(Arc::new(class.finish()));
+    cols.push(Arc::new(value.finish()));
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| CacheError::Invalid(format!("building a record batch: {e}")))
+}
+
+/// Encoded size estimate of a record (what it adds to a row group before compression).
+fn record_bytes(r: &Record) -> usize {
+    crate::codec::section_sizes(r)
+        .iter()
+        .map(|(_, b)| *b as usize)
+        .sum()
+}
+
+/// Writes one Parquet shard to `name.tmp`, renamed into place by [`finish`](Self::finish).
+pub struct ParquetShardWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    spec: TargetSpec,
+    schema: SchemaRef,
+    writer: Option<ArrowWriter<HashingWriter<BufWriter<File>>>>,
+    buffer: Vec<Record>,
+    buffered_bytes: usize,
+    row_group_rows: usize,
+    row_group_bytes: usize,
+    rows: u64,
+    tokens: u64,
+}
+
+impl std::fmt::Debug for ParquetShardWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetShardWriter")
+            .field("path", &self.path)
+            .field("rows", &self.rows)
+            .finish()
+    }
+}
+
+impl ParquetShardWriter {
+    /// Starts `path` for records of `spec`; a row group is cut every
+    /// `row_group_rows` records or `row_group_bytes` of buffered data.
+    pub fn create(
+        path: &Path,
+        spec: &TargetSpec,
+        row_group_rows: usize,
+        row_group_bytes: usize,
+        zstd_level: i32,
+    ) -> Result<Self> {
+        let tmp = tmp_path(path);
+        let file = File::create(&tmp).map_err(|e| CacheError::io(&tmp, e))?;
+        let level = ZstdLevel::try_new(zstd_level)
+            .map_err(|e| CacheError::Invalid(format!("zstd level {zstd_level}: {e}")))?;
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_size(row_group_rows.max(1))
+            .set_dictionary_enabled(false)
+            .set_statistics_enabled(EnabledStatistics::None);
+        for c in ["seq_id", "epoch"] {
+            props = props.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::Chunk);
+        }
+        let schema = arrow_schema(spec);
+        let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props.build()))
+            .map_err(|e| CacheError::corrupt(&tmp, "schema", e.to_string()))?;
+        Ok(ParquetShardWriter {
+            path: path.to_path_buf(),
+            tmp,
+            spec: spec.clone(),
+            schema,
+            writer: Some(writer),
+            buffer: Vec::new(),
+            buffered_bytes: 0,
+            row_group_rows: row_group_rows.max(1),
+            // binary columns have 32-bit offsets: keep a row group well below 2 GiB
+            row_group_bytes: row_group_bytes.clamp(1, 1 << 30),
+            rows: 0,
+            tokens: 0,
+        })
+    }
+
+    /// Records written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Appends a record (already checked against the targets).
+    pub fn write(&mut self, r: &Record) -> Result<()> {
+        self.buffered_bytes += record_bytes(r);
+        self.buffer.push(r.clone());
+        self.rows += 1;
+        self.tokens += r.input_ids.len() as u64;
+        if self.buffer.len() >= self.row_group_rows || self.buffered_bytes >= self.row_group_bytes {
+            self.flush_row_group()?;
+        }
+        Ok(())
+    }
+
+    fn flush_row_group(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let batch = build_batch(&self.buffer, &self.spec, &self.schema)?;
+        let w = self.writer.as_mut().ok_or_else(|| {
+            CacheError::Invalid(format!("{}: writer already finished", self.tmp.display()))
+        })?;
+        let err = |e: parquet::errors::ParquetError| CacheError::corrupt(&self.tmp, "write", e.to_string());
+        w.write(&batch).map_err(err)?;
+        w.flush().map_err(err)?;
+        self.buffer.clear();
+        self.buffered_bytes = 0;
+        Ok(())
+    }
+
+    /// Writes the last row group and the footer, fsyncs, renames `name.tmp`
+    /// to `name` and returns the shard's description.
+    pub fn finish(mut self) -> Result<ShardInfo> {
+        self.flush_row_group()?;
+        let w = self.writer.take().ok_or_else(|| {
+            CacheError::Invalid(format!("{}: writer already finished", self.tmp.display()))
+        })?;
+        let out = w
+            .into_inner()
+            .map_err(|e| CacheError::corrupt(&self.tmp, "footer", e.to_string()))?;
+        let (buf, sha256, bytes) = out.finish();
+        buf.into_inner()
+            .map_err(|e| CacheError::io(&self.tmp, e.into_error()))?;
+        commit(&self.tmp, &self.path)?;
+        Ok(ShardInfo {
+            file: file_name(&self.path),
+            rows: self.rows,
+            tokens: self.tokens,
+            bytes,
+            sha256,
+        })
+    }
+}
+
+impl Drop for ParquetShardWriter {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

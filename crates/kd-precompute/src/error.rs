@@ -1,0 +1,24 @@
+//! Errors of precomputation.
+
+/// Anything that stops a precompute run; messages name the file or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Teacher model or tokenizer problem.
+    #[error(transparent)]
+    Model(#[from] kd_bert::Error),
+    /// Corpus or dataset problem.
+    #[error(transparent)]
+    Data(#[from] kd_data::DataError),
+    /// Cache writing or manifest problem.
+    #[error(transparent)]
+    Cache(#[from] kd_cache::CacheError),
+    /// Tensor operation failure.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A setting that cannot work.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,158 @@
+//! From one teacher forward pass over a padded batch to one cache record per sequence: MLM
+//! distributions at the masked positions, hidden states and attention scores of the chosen
+//! layers over real tokens only, classifier logits.
+
+use crate::Result;
+use candle_core::{DType, IndexOp, Tensor};
+use kd_bert::model::gather_positions;
+use kd_bert::{Bert, ForwardCtx};
+use kd_cache::{LayerValues, Quantized, Record, Sampled, TargetSpec, TopK};
+use kd_data::Batch;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+
+/// The RNG of the sampled MLM targets of one sequence: a pure function of (seed, epoch,
+/// sequence id), so any worker reproduces the same draws.
+pub fn sample_rng(seed: u64, epoch: u32, seq_id: u64) -> ChaCha8Rng {
+    let mut h = Sha256::new();
+    h.update(b"kd-precompute/sampled/v1\0");
+    h.update(seed.to_le_bytes());
+    h.update(u64::from(epoch).to_le_bytes());
+    h.update(seq_id.to_le_bytes());
+    ChaCha8Rng::from_seed(h.finalize().into())
+}
+
+/// Runs `teacher` on `batch` and returns its records, in batch row order.
+pub fn extract_batch(
+    teacher: &Bert,
+    batch: &Batch,
+    epoch: u32,
+    spec: &TargetSpec,
+    sample_seed: u64,
+) -> Result<Vec<Record>> {
+    let device = teacher.embeddings.word_embeddings.device().clone();
+    let input = kd_teacher::tensors::bert_input(batch, &device)?;
+    let attention_layers: Vec<usize> = spec
+        .attention
+        .as_ref()
+        .map(|a| a.layers.iter().map(|&l| l as usize).collect())
+        .unwrap_or_default();
+    let out = teacher.encode(&input, &attention_layers, &mut ForwardCtx::eval())?;
+    let (b, l) = (batch.batch_size, batch.seq_len);
+    let lengths: Vec<usize> = (0..b)
+        .map(|r| batch.attention_mask[r * l..(r + 1) * l].iter().filter(|&&m| m == 1).count())
+        .collect();
+
+    let needs_mlm = spec.mlm_topk.is_some() || spec.mlm_sampled.is_some();
+    let vocab = teacher.config.vocab_size;
+    let mlm_rows: Vec<f32> = if needs_mlm && !batch.mlm_positions.is_empty() {
+        let (pos, _) = kd_teacher::tensors::mlm_targets(batch, &device)?;
+        let logits = teacher.mlm_logits(&gather_positions(out.last_hidden_state(), &pos)?)?;
+        logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?
+    } else {
+        Vec::new()
+    };
+    let class_logits: Option<Vec<Vec<f32>>> = if spec.logits {
+        let logits = teacher.classify(&out, &mut ForwardCtx::eval())?;
+        Some(logits.to_dtype(DType::F32)?.to_vec2()?)
+    } else {
+        None
+    };
+
+    let mut records = Vec::with_capacity(b);
+    let mut mask_cursor = 0usize;
+    for (r, &n) in lengths.iter().enumerate() {
+        let row = r * l..r * l + n;
+        let flat: Vec<u32> = batch
+            .mlm_positions
+            .iter()
+            .copied()
+            .filter(|&p| (p as usize) >= r * l && (p as usize) < (r + 1) * l)
+            .collect();
+        let m = flat.len();
+        let labels = batch.mlm_labels[mask_cursor..mask_cursor + m].to_vec();
+        let rows = &mlm_rows[(mask_cursor * vocab).min(mlm_rows.len())
+            ..((mask_cursor + m) * vocab).min(mlm_rows.len())];
+        mask_cursor += m;
+        let seq_id = batch.ids[r];
+        let mut rec = Record {
+            seq_id,
+            epoch,
+            input_ids: batch.input_ids[row.clone()].to_vec(),
+            token_type_ids: batch.token_type_ids[row.clone()]
+                .iter()
+                .any(|&t| t != 0)
+                .then(|| batch.token_type_ids[row.clone()].to_vec()),
+            mlm_positions: flat.iter().map(|&p| p - (r * l) as u32).collect(),
+            mlm_labels: labels,
+            label: batch.labels.get(r).map(|lab| match *lab {
+                kd_data::Label::Class(c) => kd_cache::Label::Class(c),
+                kd_data::Label::Value(v) => kd_cache::Label::Value(v),
+            }),
+            ..Record::default()
+        };
+        if let Some(t) = &spec.mlm_topk {
+            rec.mlm_topk = Some(TopK::from_vocab_logits(
+                rows,
+                vocab,
+                t.k as usize,
+                &t.temperatures,
+                t.logit_precision,
+            )?);
+        }
+        if let Some(s) = &spec.mlm_sampled {
+            let mut rng = sample_rng(sample_seed, epoch, seq_id);
+            let k = u16::try_from(s.k).map_err(|_| {
+                crate::Error::Config(format!("mlm-sampled k = {} exceeds 65535", s.k))
+            })?;
+            rec.mlm_sampled = Some(Sampled::draw(rows, vocab, k, s.temperature, &mut rng)?);
+        }
+        if let Some(h) = &spec.hidden {
+            for &layer in &h.layers {
+                let hs = out.hidden_states.get(layer as usize).ok_or_else(|| {
+                    crate::Error::Config(format!("the teacher has no hidden state {layer}"))
+                })?;
+                let values: Vec<f32> = hs
+                    .i((r, 0..n))?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                let cols = hs.dim(2)?;
+                rec.hidden.push(LayerValues {
+                    layer,
+                    values: Quantized::encode(&values, cols, h.precision)?,
+                });
+            }
+        }
+        if let Some(a) = &spec.attention {
+            for &layer in &a.layers {
+                let maps = out.attention(layer as usize).ok_or_else(|| {
+                    crate::Error::Config(format!("the teacher has no attention layer {layer}"))
+                })?;
+                let values: Vec<f32> = maps
+                    .scores
+                    .i((r, .., 0..n, 0..n))?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                rec.attention.push(LayerValues {
+                    layer,
+                    values: Quantized::encode(&values, n, a.precision)?,
+                });
+            }
+        }
+        if let Some(c) = &class_logits {
+            rec.logits = Some(c[r].clone());
+        }
+        records.push(rec);
+    }
+    Ok(records)
+}
+
+/// Shape-check helper used by tests: the scores tensor of a record's attention layer as
+/// `[heads, n, n]`.
+pub fn attention_tensor(values: &Quantized, heads: usize) -> Result<Tensor> {
+    let n = values.cols();
+    Ok(Tensor::from_vec(values.decode(), (heads, n, n), &candle_core::Device::Cpu)?)
+}
