@@ -23,6 +23,7 @@
 pub mod checkpoint;
 pub mod error;
 mod fsutil;
+mod fused_adamw;
 pub mod grads;
 pub mod loop_state;
 pub mod metrics;

@@ -134,7 +134,8 @@ impl AdamWBuilder {
             }
             let dtype = state_dtype(var.dtype());
             let m = Tensor::zeros(var.shape(), dtype, var.device())?;
-            let v = m.clone();
+            // Separate storage: the fused update writes the moments in place.
+            let v = Tensor::zeros(var.shape(), dtype, var.device())?;
             params.push(Param {
                 decay: (self.decay)(&name),
                 name,
@@ -250,6 +251,24 @@ impl AdamW {
             let t = p.step as i32;
             let bc1 = 1.0 - c.beta1.powi(t);
             let bc2 = 1.0 - c.beta2.powi(t);
+            let param = p.var.as_tensor();
+            if crate::fused_adamw::applies(param, &p.m, &p.v, &g) {
+                let decay = if p.decay {
+                    1.0 - c.lr * c.weight_decay
+                } else {
+                    1.0
+                };
+                let u = crate::fused_adamw::Update {
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    step_size: (c.lr / bc1) as f32,
+                    inv_bc2_sqrt: (1.0 / bc2.sqrt()) as f32,
+                    eps: c.eps as f32,
+                    decay: decay as f32,
+                };
+                crate::fused_adamw::step(param, &p.m, &p.v, &g, u)?;
+                continue;
+            }
             let m = ((&p.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             let v = ((&p.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let denom = v.sqrt()?.affine(1.0 / bc2.sqrt(), c.eps)?;
@@ -276,8 +295,8 @@ impl AdamW {
         let mut out = HashMap::new();
         let cpu = Device::Cpu;
         for p in &self.params {
-            out.insert(format!("exp_avg.{}", p.name), p.m.clone());
-            out.insert(format!("exp_avg_sq.{}", p.name), p.v.clone());
+            out.insert(format!("exp_avg.{}", p.name), p.m.copy()?);
+            out.insert(format!("exp_avg_sq.{}", p.name), p.v.copy()?);
             out.insert(format!("step.{}", p.name), i64_scalar(p.step, &cpu)?);
         }
         out.insert(
@@ -303,7 +322,8 @@ impl AdamW {
             let load = |prefix: &str| -> Result<Tensor> {
                 let (key, t) = get(format!("{prefix}.{}", p.name))?;
                 check_shape(&key, p.var.dims(), t.dims())?;
-                Ok(t.to_dtype(p.m.dtype())?.to_device(p.var.device())?)
+                // A private copy: the fused update writes the moments in place.
+                Ok(t.to_dtype(p.m.dtype())?.to_device(p.var.device())?.copy()?)
             };
             let m = load("exp_avg")?;
             let v = load("exp_avg_sq")?;
