@@ -98,7 +98,7 @@ pub struct FinetuneArgs {
 }
 
 /// Reads the `[table]` of a settings file, or the defaults.
-fn from_file<T: serde::de::DeserializeOwned + Default>(
+pub(crate) fn from_file<T: serde::de::DeserializeOwned + Default>(
     path: &Option<PathBuf>,
     table: &str,
 ) -> Result<T> {

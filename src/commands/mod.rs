@@ -3,10 +3,12 @@
 //! To add a stage: write `commands/<stage>.rs` with an `Args` struct and a `run` function, add a
 //! variant to [`Command`] and one arm to [`Command::run`].
 
+mod cache;
 mod embed;
 mod fill_mask;
 mod finetune;
 mod info;
+mod precompute;
 mod run;
 
 use anyhow::{bail, Context, Result};
@@ -45,6 +47,10 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Prepare a teacher: fit an MLM head on a corpus, or fine-tune a classifier.
     Finetune(finetune::FinetuneArgs),
+    /// Run a teacher once over a masked corpus and write the distillation cache.
+    Precompute(precompute::PrecomputeArgs),
+    /// Inspect, verify or merge teacher caches.
+    Cache(cache::CacheArgs),
     /// Run a whole pipeline from a TOML file (or the embedded default).
     Run(run::RunArgs),
 }
@@ -57,6 +63,8 @@ impl Command {
             Command::FillMask(args) => fill_mask::run(&args, global),
             Command::Embed(args) => embed::run(&args, global),
             Command::Finetune(args) => finetune::run(&args, global),
+            Command::Precompute(args) => precompute::run(&args, global),
+            Command::Cache(args) => cache::run(&args),
             Command::Run(args) => run::run(&args, global),
         }
     }

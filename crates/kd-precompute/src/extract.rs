@@ -41,7 +41,12 @@ pub fn extract_batch(
     let out = teacher.encode(&input, &attention_layers, &mut ForwardCtx::eval())?;
     let (b, l) = (batch.batch_size, batch.seq_len);
     let lengths: Vec<usize> = (0..b)
-        .map(|r| batch.attention_mask[r * l..(r + 1) * l].iter().filter(|&&m| m == 1).count())
+        .map(|r| {
+            batch.attention_mask[r * l..(r + 1) * l]
+                .iter()
+                .filter(|&&m| m == 1)
+                .count()
+        })
         .collect();
 
     let needs_mlm = spec.mlm_topk.is_some() || spec.mlm_sampled.is_some();
@@ -154,5 +159,9 @@ pub fn extract_batch(
 /// `[heads, n, n]`.
 pub fn attention_tensor(values: &Quantized, heads: usize) -> Result<Tensor> {
     let n = values.cols();
-    Ok(Tensor::from_vec(values.decode(), (heads, n, n), &candle_core::Device::Cpu)?)
+    Ok(Tensor::from_vec(
+        values.decode(),
+        (heads, n, n),
+        &candle_core::Device::Cpu,
+    )?)
 }

@@ -1,9 +1,17 @@
-//! The teacher side of distillation: run a teacher once over a masked corpus and write what
-//! students need to a cache (see the `kd-cache` crate and `schemas/cache-v1.md`).
+//! The teacher side of distillation: run a teacher once over a masked corpus (or task data)
+//! and write what students need to a cache (see the `kd-cache` crate and
+//! `schemas/cache-v1.md`).
 //!
+//! - [`sources`]: which sequences (corpus split and sample, or a task split).
+//! - [`plan`]: shards per masked epoch, and the slice a `--shard i/N` part produces.
 //! - [`extract`]: one teacher forward pass over a padded batch -> one record per sequence.
+//! - [`run`]: the whole run: teacher thread, bounded queue, writer thread, resume, manifest.
 
 pub mod error;
 pub mod extract;
+pub mod plan;
+pub mod run;
+pub mod sources;
 
 pub use error::{Error, Result};
+pub use run::{run_precompute, PrecomputeConfig, PrecomputeReport};

@@ -1,0 +1,435 @@
+//! `kd precompute`: run the teacher once over the masked sequences and write the cache.
+//!
+//! The work is a list of shards (sequences x masked epochs, see [`crate::plan`]). The teacher
+//! runs on this thread in length-sorted batches and hands records through a bounded queue to a
+//! writer thread, so memory stays flat in the corpus size. Each finished shard is committed
+//! atomically and recorded in `progress.json`; after a kill the same command skips finished
+//! shards, and the final cache is byte-identical to an uninterrupted run. `manifest.json` is
+//! written last.
+
+use crate::extract::extract_batch;
+use crate::plan::{parse_part, part_range, plan_shards, ShardPlan};
+use crate::sources::{Sequence, SourceConfig};
+use crate::{Error, Result};
+use candle_core::Device;
+use kd_bert::checkpoint::find_weights;
+use kd_bert::tokenizer::{load_tokenizer, sha256_file, tokenizer_source};
+use kd_bert::{load_model, Architecture, BertConfig, LoadOptions};
+use kd_cache::writer::{ShardWriter, WriterOptions};
+use kd_cache::{
+    Backend, CorpusFile, FileRef, Manifest, MaskingParams, Part, Record, ShardInfo, TargetSpec,
+    TeacherInfo,
+};
+use kd_data::{collate, BatchItem, MaskConfig, Masker, TextEncoder, TokenCounts};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::time::Instant;
+
+/// Settings of a precompute run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrecomputeConfig {
+    /// Teacher model directory.
+    pub teacher: PathBuf,
+    /// The sequences.
+    pub source: SourceConfig,
+    /// Cache directory.
+    pub out: PathBuf,
+    /// Targets, e.g. `mlm-topk:k=32,hidden:last` (see `schemas/cache-v1.md`).
+    pub targets: String,
+    /// Masked views of the corpus.
+    pub epochs: u32,
+    /// Seed of masking, sampling and sequence sampling.
+    pub seed: u64,
+    /// MLM masking (corpus input only).
+    pub mask: MaskConfig,
+    /// `parquet` or `mmap`.
+    pub backend: String,
+    /// Sequences per shard file.
+    pub rows_per_shard: usize,
+    /// Sequences per teacher forward pass.
+    pub batch_size: usize,
+    /// `i/N`: produce only part i of N (merge the parts with `kd cache merge`).
+    pub shard: Option<String>,
+    /// Records buffered between the teacher and the writer.
+    pub queue_depth: usize,
+}
+
+impl Default for PrecomputeConfig {
+    fn default() -> Self {
+        Self {
+            teacher: PathBuf::new(),
+            source: SourceConfig::default(),
+            out: PathBuf::from("runs/cache"),
+            targets: "mlm-topk:k=32,hidden:last".into(),
+            epochs: 1,
+            seed: 0,
+            mask: MaskConfig::default(),
+            backend: "parquet".into(),
+            rows_per_shard: 1024,
+            batch_size: 32,
+            shard: None,
+            queue_depth: 256,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrecomputeReport {
+    /// The cache directory.
+    pub out: PathBuf,
+    /// Records in the cache (this part).
+    pub rows: u64,
+    /// Real tokens in the cache.
+    pub tokens: u64,
+    /// Bytes of shard files.
+    pub bytes: u64,
+    /// Shards written by this process (the rest were already done).
+    pub shards_written: usize,
+    /// Shards in the cache.
+    pub shards: usize,
+    /// Teacher tokens per second in this process.
+    pub tokens_per_s: f64,
+}
+
+/// Resume state: finished shards of the current configuration.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Progress {
+    fingerprint: String,
+    done: BTreeMap<usize, ShardInfo>,
+}
+
+const PROGRESS_FILE: &str = "progress.json";
+
+/// Runs a precompute as configured (resuming if `out` holds an unfinished run of it).
+pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<PrecomputeReport> {
+    let started = Instant::now();
+    let teacher_cfg = BertConfig::from_file(&cfg.teacher.join("config.json"))?;
+    let spec = TargetSpec::parse(&cfg.targets, teacher_cfg.num_hidden_layers as u32)?;
+    let backend: Backend = cfg.backend.parse()?;
+    let part = cfg
+        .shard
+        .as_deref()
+        .map(parse_part)
+        .transpose()
+        .map_err(Error::Config)?;
+    let arch = if spec.logits {
+        Architecture::SequenceClassification
+    } else if spec.mlm_topk.is_some() || spec.mlm_sampled.is_some() {
+        Architecture::MaskedLm
+    } else {
+        Architecture::Base
+    };
+    let loaded = load_model(
+        &cfg.teacher,
+        &LoadOptions {
+            architecture: Some(arch),
+            device: device.clone(),
+            ..LoadOptions::default()
+        },
+    )
+    .map_err(|e| match (&e, arch) {
+        (kd_bert::Error::Mismatch { .. }, Architecture::MaskedLm) => Error::Config(format!(
+            "the teacher in {} has no MLM head for mlm targets ({e}); fit one with \
+             `kd finetune --objective mlm`",
+            cfg.teacher.display()
+        )),
+        _ => e.into(),
+    })?;
+    let teacher = loaded.inference_model()?;
+    let tokenizer = load_tokenizer(&cfg.teacher)?;
+    let encoder = TextEncoder::new(&tokenizer)?;
+    let sequences = cfg.source.load(&encoder, cfg.seed)?;
+    let corpus_mode = cfg.source.task.is_none();
+
+    std::fs::create_dir_all(&cfg.out)
+        .map_err(|e| Error::Config(format!("{}: {e}", cfg.out.display())))?;
+    let counts_ref = if corpus_mode && cfg.mask.smoothing.is_some() {
+        let packed: Vec<kd_data::PackedSequence> = sequences
+            .iter()
+            .map(|s| kd_data::PackedSequence {
+                id: s.id,
+                doc: 0,
+                input_ids: s.input_ids.clone(),
+            })
+            .collect();
+        let counts = TokenCounts::from_sequences(&packed, encoder.vocab_size())?;
+        let tmp = cfg.out.join(".token_counts.json.tmp");
+        counts.save(&tmp)?;
+        std::fs::rename(&tmp, cfg.out.join("token_counts.json"))
+            .map_err(|e| Error::Config(format!("{}: {e}", cfg.out.display())))?;
+        Some((counts, FileRef::for_file(&cfg.out, "token_counts.json")?))
+    } else {
+        None
+    };
+    let masker = corpus_mode
+        .then(|| {
+            Masker::new(
+                cfg.mask,
+                encoder.specials(),
+                encoder.vocab_size(),
+                counts_ref.as_ref().map(|(c, _)| c),
+            )
+        })
+        .transpose()?;
+
+    let mut manifest = Manifest::new(spec.clone(), backend);
+    manifest.teacher = TeacherInfo {
+        config: serde_json::to_value(&teacher_cfg).expect("config serialises"),
+        weights_sha256: sha256_file(&find_weights(&cfg.teacher)?)?,
+        source: Some(cfg.teacher.display().to_string()),
+    };
+    manifest.tokenizer_sha256 = sha256_file(&tokenizer_source(&cfg.teacher)?)?;
+    manifest.corpus = cfg
+        .source
+        .files()?
+        .iter()
+        .map(|p| {
+            Ok(CorpusFile {
+                path: p.display().to_string(),
+                sha256: sha256_file(p)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    manifest.masking = masker.as_ref().map(|_| MaskingParams {
+        seed: cfg.seed,
+        mask_prob: cfg.mask.mask_prob,
+        mask_frac: cfg.mask.mask_frac,
+        keep_frac: cfg.mask.keep_frac,
+        random_frac: cfg.mask.random_frac,
+        smoothing: cfg.mask.smoothing,
+    });
+    manifest.epochs = cfg.epochs;
+    manifest.token_counts = counts_ref.map(|(_, r)| r);
+    manifest.part = part.map(|(index, count)| Part { index, count });
+    manifest.extra.insert(
+        "source".into(),
+        serde_json::to_value(&cfg.source).expect("source serialises"),
+    );
+    manifest
+        .extra
+        .insert("vocab_size".into(), encoder.vocab_size().into());
+    manifest
+        .extra
+        .insert("sequences".into(), sequences.len().into());
+
+    let fingerprint = sha_hex(&manifest.to_json()?);
+    let manifest_path = Manifest::path(&cfg.out);
+    if manifest_path.exists() {
+        let existing = Manifest::load(&cfg.out)?;
+        let mut bare = existing.clone();
+        bare.shards.clear();
+        if sha_hex(&bare.to_json()?) == fingerprint {
+            return Ok(report(&cfg.out, &existing, 0, 0, started));
+        }
+        return Err(Error::Config(format!(
+            "{} holds a finished cache of a different configuration; choose another --out",
+            cfg.out.display()
+        )));
+    }
+    let progress_path = cfg.out.join(PROGRESS_FILE);
+    let mut progress: Progress = match std::fs::read_to_string(&progress_path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", progress_path.display())))?,
+        Err(_) => Progress::default(),
+    };
+    if !progress.done.is_empty() && progress.fingerprint != fingerprint {
+        return Err(Error::Config(format!(
+            "{} holds an unfinished run of a different configuration; choose another --out",
+            cfg.out.display()
+        )));
+    }
+    progress.fingerprint = fingerprint;
+
+    let plan = plan_shards(sequences.len(), cfg.epochs, cfg.rows_per_shard);
+    let range = match part {
+        Some((i, n)) => part_range(plan.len(), i, n),
+        None => 0..plan.len(),
+    };
+    let todo: Vec<ShardPlan> = plan[range.clone()]
+        .iter()
+        .filter(|s| !progress.done.contains_key(&s.index))
+        .copied()
+        .collect();
+    let total_tokens: u64 = todo
+        .iter()
+        .map(|s| {
+            sequences[s.start..s.end]
+                .iter()
+                .map(|q| q.input_ids.len() as u64)
+                .sum::<u64>()
+        })
+        .sum();
+    let bar = kd_train::Progress::new(total_tokens, "precompute");
+    let options = WriterOptions {
+        rows_per_shard: cfg.rows_per_shard as u64,
+        ..WriterOptions::default()
+    };
+    let (tx, rx) = sync_channel::<Msg>(cfg.queue_depth.max(1));
+    let writer = {
+        let out = cfg.out.clone();
+        let spec = spec.clone();
+        std::thread::spawn(move || write_shards(rx, &out, backend, &spec, &options, progress))
+    };
+    let mut produced = 0u64;
+    let mut produce = || -> Result<()> {
+        for shard in &todo {
+            tx.send(Msg::Start(shard.index))
+                .map_err(|_| Error::Config("the cache writer stopped".into()))?;
+            let seqs = &sequences[shard.start..shard.end];
+            for batch in teacher_batches(
+                seqs,
+                shard.epoch,
+                cfg,
+                masker.as_ref(),
+                encoder.specials().pad,
+            ) {
+                let records = extract_batch(&teacher, &batch?, shard.epoch, &spec, cfg.seed)?;
+                for rec in records {
+                    produced += rec.input_ids.len() as u64;
+                    tx.send(Msg::Record(Box::new(rec)))
+                        .map_err(|_| Error::Config("the cache writer stopped".into()))?;
+                }
+                bar.set_position(produced);
+            }
+            tx.send(Msg::Finish)
+                .map_err(|_| Error::Config("the cache writer stopped".into()))?;
+        }
+        Ok(())
+    };
+    let produced_result = produce();
+    drop(tx);
+    let progress = writer
+        .join()
+        .map_err(|_| Error::Config("the cache writer panicked".into()))??;
+    produced_result?;
+    bar.finish();
+    manifest.shards = plan[range]
+        .iter()
+        .map(|s| {
+            progress
+                .done
+                .get(&s.index)
+                .cloned()
+                .ok_or_else(|| Error::Config(format!("shard {} was not written", s.index)))
+        })
+        .collect::<Result<_>>()?;
+    manifest.save(&cfg.out)?;
+    let _ = std::fs::remove_file(&progress_path);
+    Ok(report(&cfg.out, &manifest, todo.len(), produced, started))
+}
+
+fn report(
+    out: &Path,
+    m: &Manifest,
+    written: usize,
+    tokens: u64,
+    started: Instant,
+) -> PrecomputeReport {
+    PrecomputeReport {
+        out: out.to_path_buf(),
+        rows: m.rows(),
+        tokens: m.tokens(),
+        bytes: m.bytes(),
+        shards_written: written,
+        shards: m.shards.len(),
+        tokens_per_s: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    }
+}
+
+fn sha_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Messages from the teacher to the writer thread.
+enum Msg {
+    Start(usize),
+    Record(Box<Record>),
+    Finish,
+}
+
+/// Writer thread: one shard file at a time, committing each and recording it in
+/// `progress.json` (atomically) before the next.
+fn write_shards(
+    rx: Receiver<Msg>,
+    out: &Path,
+    backend: Backend,
+    spec: &TargetSpec,
+    options: &WriterOptions,
+    mut progress: Progress,
+) -> Result<Progress> {
+    let mut current: Option<(usize, ShardWriter)> = None;
+    for msg in rx {
+        match msg {
+            Msg::Start(index) => {
+                let name = format!("shard-{index:05}.{}", backend.extension());
+                current = Some((
+                    index,
+                    ShardWriter::create(&out.join(name), backend, spec, options)?,
+                ));
+            }
+            Msg::Record(rec) => match current.as_mut() {
+                Some((_, w)) => w.write(&rec)?,
+                None => return Err(Error::Config("record outside a shard".into())),
+            },
+            Msg::Finish => {
+                let (index, w) = current
+                    .take()
+                    .ok_or_else(|| Error::Config("finish outside a shard".into()))?;
+                progress.done.insert(index, w.finish()?);
+                let text = serde_json::to_string_pretty(&progress).expect("progress serialises");
+                kd_cache::fsutil::atomic_write(&out.join(PROGRESS_FILE), text.as_bytes())?;
+            }
+        }
+    }
+    Ok(progress)
+}
+
+/// Masked, length-sorted batches of `seqs` for `epoch`.
+fn teacher_batches<'a>(
+    seqs: &'a [Sequence],
+    epoch: u32,
+    cfg: &'a PrecomputeConfig,
+    masker: Option<&'a Masker>,
+    pad: u32,
+) -> impl Iterator<Item = Result<kd_data::Batch>> + 'a {
+    let masked: Vec<Option<kd_data::MaskedSequence>> = seqs
+        .par_iter()
+        .map(|s| masker.map(|m| m.mask(&s.input_ids, cfg.seed, u64::from(epoch), s.id)))
+        .collect();
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| (seqs[i].input_ids.len(), i));
+    let chunks: Vec<Vec<usize>> = order
+        .chunks(cfg.batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
+    chunks.into_iter().map(move |idx| {
+        let items: Vec<BatchItem> = idx
+            .iter()
+            .map(|&i| {
+                let s = &seqs[i];
+                let mut item = match &masked[i] {
+                    Some(m) => BatchItem::masked(s.id, m),
+                    None => BatchItem {
+                        id: s.id,
+                        input_ids: &s.input_ids,
+                        token_type_ids: None,
+                        mlm_positions: &[],
+                        mlm_labels: &[],
+                        label: None,
+                    },
+                };
+                item.token_type_ids = s.token_type_ids.as_deref();
+                item.label = s.label;
+                item
+            })
+            .collect();
+        Ok(collate(&items, pad)?)
+    })
+}
