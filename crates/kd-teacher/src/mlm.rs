@@ -167,11 +167,17 @@ impl MlmTask<'_> {
         let batch = collate(&items, self.pad)?;
         let input = bert_input(&batch, &self.device)?;
         let out = if self.frozen_layers == 0 {
-            self.model.encode(&input, &[], &mut ForwardCtx::train(rng))?
+            self.model
+                .encode(&input, &[], &mut ForwardCtx::train(rng))?
         } else {
             let mut ctx = ForwardCtx::train(rng);
-            self.model
-                .encode_frozen_bottom(&self.infer, self.frozen_layers, &input, &[], &mut ctx)?
+            self.model.encode_frozen_bottom(
+                &self.infer,
+                self.frozen_layers,
+                &input,
+                &[],
+                &mut ctx,
+            )?
         };
         let hidden = out.last_hidden_state();
         let (pos, labels) = mlm_targets(&batch, &self.device)?;
