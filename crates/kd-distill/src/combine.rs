@@ -91,13 +91,19 @@ impl LossWeights {
             if term.elem_count() != 1 {
                 return Err(Error::shape(
                     WHAT,
-                    format!("loss term {name:?} is not a scalar: shape {:?}", term.dims()),
+                    format!(
+                        "loss term {name:?} is not a scalar: shape {:?}",
+                        term.dims()
+                    ),
                 ));
             }
             let term = term.reshape(())?;
             let value = term.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if values.insert(name.to_string(), value).is_some() {
-                return Err(Error::invalid(WHAT, format!("loss term {name:?} given twice")));
+                return Err(Error::invalid(
+                    WHAT,
+                    format!("loss term {name:?} given twice"),
+                ));
             }
             if weight == 0.0 {
                 continue;

@@ -3,12 +3,11 @@
 //! constants and detached).
 //!
 //! Modules:
-//! - [`losses`]: one module per loss.
+//! - [`losses`]: one module per loss, each documenting its formula and reference.
 //!   - [`losses::soft_target_full`]: DistilBERT's soft-target KL with full teacher logits.
 //!   - [`losses::soft_target_topk`]: the same from a top-k teacher record (rest bucket or
-//!     renormalised), with [`TopKTargets`] built from cache records.
-//!   - [`losses::soft_target_sampled`]: the unbiased sampled estimator from teacher draws,
-//!     with [`SampledTargets`].
+//!     renormalised).
+//!   - [`losses::soft_target_sampled`]: the unbiased sampled estimator from teacher draws.
 //!   - [`losses::mlm_cross_entropy`]: cross-entropy at masked positions.
 //!   - [`losses::cosine_embedding`]: DistilBERT's cosine loss between last hidden states over
 //!     real tokens.
@@ -16,19 +15,30 @@
 //!   - [`losses::attention_mse`]: TinyBERT's attention-score MSE.
 //!   - [`losses::hidden_mse`]: TinyBERT's hidden-state MSE and the student [`Projection`].
 //!   - [`losses::prediction_soft_ce`]: TinyBERT's prediction-layer soft cross-entropy.
+//! - [`targets`]: [`TopKTargets`] and [`SampledTargets`], teacher records from a cache checked
+//!   once and packed for the top-k and sampled losses.
 //! - [`combine`]: weighted sums of named terms with their values for the metrics log.
 //! - [`ops`]: the differentiable log-softmax the losses share.
 //! - [`error`]: the crate's error type.
 //!
-//! Inputs whose shapes do not fit return [`Error::Shape`] naming the shapes; none of the
-//! functions panics on bad input. Half-precision students are computed in `f32`; `f64`
-//! students stay in `f64`.
+//! On CPU `f32`, the vocabulary-wide losses (full, top-k with the rest bucket, sampled, MLM)
+//! run fused kernels with their own backward (two passes over each row each way); other
+//! devices and dtypes use compositions of differentiable candle ops. Both are tested against
+//! the same PyTorch references. Half-precision students are computed in `f32`, `f64` students
+//! in `f64`.
+//!
+//! Inputs whose shapes do not fit return [`Error::Shape`] naming the shapes, bad values
+//! [`Error::Invalid`]; no function panics on bad input.
+
+#![warn(missing_docs)]
 
 mod check;
 pub mod combine;
 pub mod error;
+mod fused;
 pub mod losses;
 pub mod ops;
+pub mod targets;
 
 pub use combine::{LossWeights, WeightedLoss};
 pub use error::{Error, Result};
@@ -39,6 +49,7 @@ pub use losses::logit_mse::logit_mse;
 pub use losses::mlm_cross_entropy::mlm_cross_entropy;
 pub use losses::prediction_soft_ce::{prediction_soft_ce, SoftCeReduction};
 pub use losses::soft_target_full::soft_target_full;
-pub use losses::soft_target_sampled::{soft_target_sampled, SampledTargets};
-pub use losses::soft_target_topk::{soft_target_topk, TailMode, TopKTargets};
+pub use losses::soft_target_sampled::soft_target_sampled;
+pub use losses::soft_target_topk::{soft_target_topk, TailMode};
 pub use losses::SoftTargetConfig;
+pub use targets::{SampledTargets, TopKTargets};

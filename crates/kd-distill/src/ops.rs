@@ -19,10 +19,17 @@ pub fn log_softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
 /// reduced dimension). `shifted.gather(ids) - log_total` gives log-softmax values at chosen
 /// ids without materialising the whole log-softmax.
 pub(crate) fn shifted_log_partition(xs: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (shifted, _, log_total) = shifted_exp_log_partition(xs)?;
+    Ok((shifted, log_total))
+}
+
+/// Like [`shifted_log_partition`], also returning `exp(x - max(x))`.
+pub(crate) fn shifted_exp_log_partition(xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     let max = xs.max_keepdim(D::Minus1)?.detach();
     let shifted = xs.broadcast_sub(&max)?;
-    let log_total = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    Ok((shifted, log_total))
+    let exp = shifted.exp()?;
+    let log_total = exp.sum_keepdim(D::Minus1)?.log()?;
+    Ok((shifted, exp, log_total))
 }
 
 /// `p (log p − log q)` elementwise with the `p = 0` terms 0 (torch's `KLDivLoss` convention),

@@ -48,24 +48,29 @@ pub fn cosine_embedding(
     if m != [b, l] {
         return Err(Error::shape(
             LOSS,
-            format!(
-                "attention mask shape {m:?} does not match hidden states shape {s:?}"
-            ),
+            format!("attention mask shape {m:?} does not match hidden states shape {s:?}"),
         ));
     }
     let dtype = check::work_dtype(student.dtype(), LOSS, "student hidden states")?;
-    let keep: Vec<u32> = check::float_values(&attention_mask.to_dtype(candle_core::DType::F32)?, LOSS, "attention mask")?
-        .iter()
-        .enumerate()
-        .filter(|(_, &v)| v != 0.0)
-        .map(|(i, _)| i as u32)
-        .collect();
+    let keep: Vec<u32> = check::float_values(
+        &attention_mask.to_dtype(candle_core::DType::F32)?,
+        LOSS,
+        "attention mask",
+    )?
+    .iter()
+    .enumerate()
+    .filter(|(_, &v)| v != 0.0)
+    .map(|(i, _)| i as u32)
+    .collect();
     if keep.is_empty() || h == 0 {
         return check::zero_loss(student, dtype);
     }
     let rows = keep.len();
     let keep = Tensor::from_vec(keep, rows, student.device())?;
-    let s = student.to_dtype(dtype)?.reshape((b * l, h))?.index_select(&keep, 0)?;
+    let s = student
+        .to_dtype(dtype)?
+        .reshape((b * l, h))?
+        .index_select(&keep, 0)?;
     let t = check::teacher(teacher, student, dtype, LOSS, "teacher hidden states")?
         .reshape((b * l, h))?
         .index_select(&keep, 0)?;

@@ -28,7 +28,13 @@ pub fn hidden_mse(student_projected: &Tensor, teacher: &Tensor) -> Result<Tensor
             ),
         ));
     }
-    mse(student_projected, teacher, LOSS, "student hidden states", "teacher hidden states")
+    mse(
+        student_projected,
+        teacher,
+        LOSS,
+        "student hidden states",
+        "teacher hidden states",
+    )
 }
 
 /// A learned linear map `x Wᵀ + b` from the student's hidden size to the teacher's (TinyBERT's

@@ -1,9 +1,12 @@
 //! Masked-language-model cross-entropy at masked positions.
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
 
 use crate::check;
 use crate::error::{Error, Result};
+use crate::fused::{self, SparseTargets};
 use crate::ops::shifted_log_partition;
 
 const LOSS: &str = "mlm_cross_entropy";
@@ -44,8 +47,20 @@ pub fn mlm_cross_entropy(student_logits: &Tensor, labels: &Tensor) -> Result<Ten
     if n == 0 {
         return check::zero_loss(student_logits, dtype);
     }
-    let ids = Tensor::from_vec(ids, (n, 1), student_logits.device())?;
-    let (shifted, log_total) = shifted_log_partition(&student_logits.to_dtype(dtype)?)?;
+    let x = student_logits.to_dtype(dtype)?;
+    if fused::applies(&x) {
+        let targets = SparseTargets {
+            width: 1,
+            weights: vec![1.0; n],
+            ids,
+            rest: None,
+            row_offset: None,
+        };
+        let rows = fused::sparse_soft_ce_rows(&x, 1.0, Arc::new(targets))?;
+        return Ok(rows.sum_all()?.affine(1.0 / n as f64, 0.0)?);
+    }
+    let ids = Tensor::from_vec(ids, (n, 1), x.device())?;
+    let (shifted, log_total) = shifted_log_partition(&x)?;
     let log_q = shifted.gather(&ids, 1)?.sub(&log_total)?;
     Ok(log_q.sum_all()?.affine(-1.0 / n as f64, 0.0)?)
 }

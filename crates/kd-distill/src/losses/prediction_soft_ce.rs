@@ -46,7 +46,13 @@ pub fn prediction_soft_ce(
     }
     let inv_t = 1.0 / temperature;
     let log_q = log_softmax_last_dim(&student_logits.to_dtype(dtype)?.affine(inv_t, 0.0)?)?;
-    let t = check::teacher(teacher_logits, student_logits, dtype, LOSS, "teacher logits")?;
+    let t = check::teacher(
+        teacher_logits,
+        student_logits,
+        dtype,
+        LOSS,
+        "teacher logits",
+    )?;
     let p = log_softmax_last_dim(&t.affine(inv_t, 0.0)?)?.exp()?;
     let per_row = p.mul(&log_q)?.sum(D::Minus1)?.neg()?;
     let ce = per_row.mean_all()?;

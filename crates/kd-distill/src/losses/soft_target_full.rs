@@ -5,7 +5,8 @@ use candle_core::Tensor;
 
 use super::SoftTargetConfig;
 use crate::check;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::fused;
 use crate::ops::{kl_pointwise, log_softmax_last_dim};
 
 const LOSS: &str = "soft_target_full";
@@ -25,7 +26,7 @@ pub fn soft_target_full(
     teacher_logits: &Tensor,
     cfg: &SoftTargetConfig,
 ) -> Result<Tensor> {
-    let (n, _) = dims2(student_logits, "student logits")?;
+    let (n, v) = dims2(student_logits, "student logits")?;
     dims2(teacher_logits, "teacher logits")?;
     check::same_shape(
         student_logits,
@@ -39,12 +40,31 @@ pub fn soft_target_full(
     if n == 0 {
         return check::zero_loss(student_logits, dtype);
     }
+    if v == 0 {
+        return Err(Error::shape(
+            LOSS,
+            format!(
+                "student logits shape {:?} has an empty vocabulary",
+                student_logits.dims()
+            ),
+        ));
+    }
     let inv_t = 1.0 / cfg.temperature;
-    let log_q = log_softmax_last_dim(&student_logits.to_dtype(dtype)?.affine(inv_t, 0.0)?)?;
-    let t = check::teacher(teacher_logits, student_logits, dtype, LOSS, "teacher logits")?;
-    let log_p = log_softmax_last_dim(&t.affine(inv_t, 0.0)?)?;
-    let p = log_p.exp()?;
-    let kl = kl_pointwise(&p, &log_p, &log_q)?.sum_all()?;
+    let x = student_logits.to_dtype(dtype)?;
+    let t = check::teacher(
+        teacher_logits,
+        student_logits,
+        dtype,
+        LOSS,
+        "teacher logits",
+    )?;
+    let kl = if fused::applies(&x) {
+        fused::dense_kl_rows(&x, &t, inv_t)?.sum_all()?
+    } else {
+        let log_q = log_softmax_last_dim(&x.affine(inv_t, 0.0)?)?;
+        let log_p = log_softmax_last_dim(&t.affine(inv_t, 0.0)?)?;
+        kl_pointwise(&log_p.exp()?, &log_p, &log_q)?.sum_all()?
+    };
     Ok(kl.affine(cfg.scale() / n as f64, 0.0)?)
 }
 

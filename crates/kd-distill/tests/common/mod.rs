@@ -34,7 +34,11 @@ pub fn get_u32_vec(f: &HashMap<String, Tensor>, name: &str) -> Vec<u32> {
 
 /// The loss value and its gradients with respect to `vars`.
 pub fn value_and_grads(vars: &[&Var], loss: &Tensor) -> (f64, Vec<Tensor>) {
-    let value = loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+    let value = loss
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     let grads = loss.backward().unwrap();
     let g = vars
         .iter()
@@ -73,7 +77,10 @@ pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) -> f64 {
 pub fn assert_scalar(what: &str, value: f64, expected: f64, tol: f64) -> f64 {
     let err = (value - expected).abs() / expected.abs().max(1.0);
     println!("{what}: {value} vs {expected}, err {err:.3e}");
-    assert!(err <= tol, "{what}: {value} vs {expected}, err {err:.3e} > {tol:.1e}");
+    assert!(
+        err <= tol,
+        "{what}: {value} vs {expected}, err {err:.3e} > {tol:.1e}"
+    );
     err
 }
 
@@ -84,5 +91,10 @@ pub fn var(t: &Tensor) -> Var {
 
 /// The scalar value of a fixture tensor.
 pub fn scalar(t: &Tensor) -> f64 {
-    t.to_dtype(DType::F64).unwrap().reshape(()).unwrap().to_scalar::<f64>().unwrap()
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .reshape(())
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
 }
