@@ -22,6 +22,9 @@ pub struct RunArgs {
     /// Parse and print the pipeline without running it.
     #[arg(long)]
     dry_run: bool,
+    /// Run only these steps (0-based, repeatable); all when absent.
+    #[arg(long = "step", value_name = "N")]
+    only: Vec<usize>,
 }
 
 /// Runs `kd run`.
@@ -58,7 +61,13 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
+    if let Some(bad) = a.only.iter().find(|&&i| i >= p.steps.len()) {
+        bail!("--step {bad}: the pipeline has {} steps", p.steps.len());
+    }
     for (i, step) in p.steps.iter().enumerate() {
+        if !a.only.is_empty() && !a.only.contains(&i) {
+            continue;
+        }
         eprintln!("step {}/{}: {}", i + 1, p.steps.len(), step.kind());
         let started = Instant::now();
         let report = match step {

@@ -302,7 +302,11 @@ pub fn decode_record(buf: &[u8]) -> Result<Record, String> {
         });
     }
     for i in 0..usize::from(nh) + usize::from(na) {
-        let what = if i < usize::from(nh) { "hidden" } else { "attention" };
+        let what = if i < usize::from(nh) {
+            "hidden"
+        } else {
+            "attention"
+        };
         let (layer, values) = c.tensor(what)?;
         let lv = LayerValues { layer, values };
         if i < usize::from(nh) {
@@ -327,4 +331,83 @@ pub fn decode_record(buf: &[u8]) -> Result<Record, String> {
         ));
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::TargetSpec;
+
+    fn sample() -> Record {
+        let spec = TargetSpec::parse("mlm-topk:k=3,t=1,2", 2).unwrap();
+        let vocab: Vec<f32> = (0..20).map(|i| (i as f32 * 0.7).sin()).collect();
+        let topk = spec.mlm_topk.as_ref().unwrap();
+        Record {
+            seq_id: 9,
+            epoch: 2,
+            input_ids: vec![101, 5, 6, 7, 102],
+            token_type_ids: Some(vec![0, 0, 0, 1, 1]),
+            mlm_positions: vec![1, 3],
+            mlm_labels: vec![8, 9],
+            mlm_topk: Some(
+                TopK::from_vocab_logits(&vocab, 10, 3, &topk.temperatures, Precision::F16).unwrap(),
+            ),
+            mlm_sampled: Some(Sampled {
+                offsets: vec![0, 2, 3],
+                ids: vec![4, 7, 1],
+                counts: vec![3, 1, 4],
+            }),
+            hidden: vec![LayerValues {
+                layer: 2,
+                values: Quantized::encode(&[0.5; 10], 2, Precision::Int8).unwrap(),
+            }],
+            attention: vec![LayerValues {
+                layer: 1,
+                values: Quantized::encode(&[1.5; 50], 5, Precision::Bf16).unwrap(),
+            }],
+            logits: Some(vec![0.1, -0.2]),
+            label: Some(Label::Value(0.75)),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_section_sizes() {
+        let r = sample();
+        let mut buf = Vec::new();
+        encode_record(&r, &mut buf).unwrap();
+        assert_eq!(decode_record(&buf).unwrap(), r);
+        let total: u64 = section_sizes(&r).iter().map(|(_, b)| b).sum();
+        assert_eq!(total, buf.len() as u64);
+        let mut plain = Record {
+            label: Some(Label::Class(3)),
+            ..Record::default()
+        };
+        plain.input_ids = vec![1, 2];
+        buf.clear();
+        encode_record(&plain, &mut buf).unwrap();
+        assert_eq!(decode_record(&buf).unwrap(), plain);
+    }
+
+    #[test]
+    fn damaged_encodings_are_errors() {
+        let mut buf = Vec::new();
+        encode_record(&sample(), &mut buf).unwrap();
+        for cut in 0..buf.len() {
+            assert!(decode_record(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = buf.clone();
+        longer.push(0);
+        assert!(decode_record(&longer).unwrap_err().contains("trailing"));
+        // Flips may decode to other values but never panic.
+        for at in 0..buf.len() {
+            for bit in [0x01, 0x80] {
+                let mut bad = buf.clone();
+                bad[at] ^= bit;
+                let _ = decode_record(&bad);
+            }
+        }
+        let mut huge = buf.clone();
+        huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_record(&huge).unwrap_err().contains("input_ids"));
+    }
 }

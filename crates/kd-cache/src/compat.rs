@@ -58,7 +58,10 @@ fn list(v: &[u32]) -> String {
     if v.is_empty() {
         return "none".into();
     }
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn stored(t: &TargetSpec) -> String {
@@ -112,7 +115,10 @@ pub fn missing_targets(have: &TargetSpec, need: &TargetSpec) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(n) = &need.mlm_topk {
         match &have.mlm_topk {
-            None => out.push(format!("cache has no mlm-topk (it stores {})", stored(have))),
+            None => out.push(format!(
+                "cache has no mlm-topk (it stores {})",
+                stored(have)
+            )),
             Some(h) => {
                 if h.k < n.k {
                     out.push(format!("cache mlm-topk has k = {} < {} needed", h.k, n.k));
@@ -130,7 +136,10 @@ pub fn missing_targets(have: &TargetSpec, need: &TargetSpec) -> Vec<String> {
     }
     if let Some(n) = &need.mlm_sampled {
         match &have.mlm_sampled {
-            None => out.push(format!("cache has no mlm-sampled (it stores {})", stored(have))),
+            None => out.push(format!(
+                "cache has no mlm-sampled (it stores {})",
+                stored(have)
+            )),
             Some(h) => {
                 if h.temperature != n.temperature {
                     out.push(format!(
@@ -139,7 +148,10 @@ pub fn missing_targets(have: &TargetSpec, need: &TargetSpec) -> Vec<String> {
                     ));
                 }
                 if h.k < n.k {
-                    out.push(format!("cache mlm-sampled has k = {} < {} needed", h.k, n.k));
+                    out.push(format!(
+                        "cache mlm-sampled has k = {} < {} needed",
+                        h.k, n.k
+                    ));
                 }
             }
         }
@@ -159,7 +171,10 @@ pub fn missing_targets(have: &TargetSpec, need: &TargetSpec) -> Vec<String> {
         &mut out,
     );
     if need.logits && !have.logits {
-        out.push(format!("cache has no classifier logits (it stores {})", stored(have)));
+        out.push(format!(
+            "cache has no classifier logits (it stores {})",
+            stored(have)
+        ));
     }
     out
 }

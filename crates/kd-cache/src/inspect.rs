@@ -122,7 +122,12 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
                     for c in rg.columns() {
                         let name = c.column_path().parts().first().cloned().unwrap_or_default();
                         let bytes = c.compressed_size().max(0) as u64;
-                        add(&mut columns, &name, bytes, c.uncompressed_size().max(0) as u64);
+                        add(
+                            &mut columns,
+                            &name,
+                            bytes,
+                            c.uncompressed_size().max(0) as u64,
+                        );
                         in_columns += bytes;
                     }
                 }
@@ -144,21 +149,41 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
     })
 }
 
+fn short_sha(sha: &str) -> String {
+    if sha.is_empty() {
+        "(not recorded)".into()
+    } else {
+        sha.chars().take(12).collect::<String>() + ".."
+    }
+}
+
 fn teacher_line(m: &Manifest) -> String {
     let c = &m.teacher.config;
-    let get = |k: &str| c.get(k).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
-    let sha: String = m.teacher.weights_sha256.chars().take(12).collect();
+    let get = |k: &str| match c.get(k) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "?".into(),
+    };
+    let arch = if c.is_object() {
+        format!(
+            "{} ({} layers, hidden {}, {} heads)",
+            get("model_type"),
+            get("num_hidden_layers"),
+            get("hidden_size"),
+            get("num_attention_heads"),
+        )
+    } else {
+        "(no config recorded)".into()
+    };
+    let source = m
+        .teacher
+        .source
+        .as_ref()
+        .map(|s| format!(", from {s}"))
+        .unwrap_or_default();
     format!(
-        "{} ({} layers, hidden {}, {} heads), weights sha256 {sha}..{}",
-        get("model_type").trim_matches('"'),
-        get("num_hidden_layers"),
-        get("hidden_size"),
-        get("num_attention_heads"),
-        m.teacher
-            .source
-            .as_ref()
-            .map(|s| format!(", from {s}"))
-            .unwrap_or_default()
+        "{arch}, weights sha256 {}{source}",
+        short_sha(&m.teacher.weights_sha256)
     )
 }
 
@@ -175,11 +200,14 @@ impl fmt::Display for InspectReport {
             m.schema_version
         )?;
         writeln!(f, "teacher   {}", teacher_line(m))?;
-        let tsha: String = m.tokenizer_sha256.chars().take(12).collect();
-        writeln!(f, "tokenizer sha256 {tsha}..")?;
+        writeln!(f, "tokenizer sha256 {}", short_sha(&m.tokenizer_sha256))?;
         writeln!(f, "targets   {}", m.targets)?;
         if let Some(p) = m.part {
-            writeln!(f, "part      {}/{} (merge the parts before training)", p.index, p.count)?;
+            writeln!(
+                f,
+                "part      {}/{} (merge the parts before training)",
+                p.index, p.count
+            )?;
         }
         writeln!(
             f,
@@ -195,7 +223,11 @@ impl fmt::Display for InspectReport {
             self.file_bytes,
             self.bytes_per_token()
         )?;
-        let est = if m.backend == Backend::Mmap { " (est.)" } else { "" };
+        let est = if m.backend == Backend::Mmap {
+            " (est.)"
+        } else {
+            ""
+        };
         writeln!(
             f,
             "\n{:<22} {:>14} {:>12} {:>7} {:>12}",

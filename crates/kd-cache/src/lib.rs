@@ -20,11 +20,11 @@
 //! - [`reader`]: [`CacheReader`]: random access and streaming over both backends.
 //! - [`parquet_write`], [`parquet_read`]: the Parquet backend.
 //! - [`mmap_shard`], [`codec`]: the mmap backend and its record encoding.
-//! - [`verify`]: checksums and a full decode ([`verify()`]).
-//! - [`inspect`]: sizes per column and bytes per token ([`inspect()`]).
-//! - [`merge`]: joining the parts of a sharded run ([`merge()`]).
+//! - [`verify`](mod@verify): checksums and a full decode ([`verify()`]).
+//! - [`inspect`](mod@inspect): sizes per column and bytes per token ([`inspect()`]).
+//! - [`merge`](mod@merge): joining the parts of a sharded run ([`merge()`]).
 //! - [`fsutil`]: atomic writes and SHA-256 of files.
-//! - [`error`]: [`CacheError`].
+//! - [`error`]: the error type, [`CacheError`].
 //!
 //! The on-disk formats are specified in `schemas/cache-v1.md`.
 

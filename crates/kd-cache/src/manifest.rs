@@ -245,7 +245,10 @@ impl Manifest {
         }
         for (i, s) in self.shards.iter().enumerate() {
             if self.shards[..i].iter().any(|t| t.file == s.file) {
-                return Err(CacheError::Invalid(format!("shard `{}` listed twice", s.file)));
+                return Err(CacheError::Invalid(format!(
+                    "shard `{}` listed twice",
+                    s.file
+                )));
             }
         }
         if let Some(p) = self.part {
@@ -289,6 +292,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../../schemas/manifest-v1.example.json");
+        let m: Manifest = serde_json::from_str(text).unwrap();
+        m.validate().unwrap();
+        assert_eq!(m.schema_version, SCHEMA_VERSION);
+        assert_eq!(
+            m.targets.to_string(),
+            "mlm-topk:k=32,t=1,2@f16,mlm-sampled:k=12,t=2,hidden:0,6@f16,attention:3,6@int8"
+        );
+        assert_eq!(m.to_json().unwrap().trim(), text.trim());
+    }
+
+    #[test]
     fn json_round_trip_and_validation() {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Manifest::new(TargetSpec::parse("hidden:last", 4).unwrap(), Backend::Mmap);
@@ -300,13 +316,17 @@ mod tests {
             bytes: 100,
             sha256: "00".repeat(32),
         });
-        m.extra.insert("vocab_size".into(), serde_json::json!(30522));
+        m.extra
+            .insert("vocab_size".into(), serde_json::json!(30522));
         m.save(dir.path()).unwrap();
         let back = Manifest::load(dir.path()).unwrap();
         assert_eq!(back, m);
         assert_eq!((back.rows(), back.tokens(), back.bytes()), (3, 30, 100));
         let text = std::fs::read_to_string(Manifest::path(dir.path())).unwrap();
-        assert!(text.contains("\"schema_version\": \"kd-cache/1\""), "{text}");
+        assert!(
+            text.contains("\"schema_version\": \"kd-cache/1\""),
+            "{text}"
+        );
         assert!(text.contains("\"backend\": \"mmap\""));
 
         m.shards[0].file = "../x".into();

@@ -108,7 +108,9 @@ fn check_parts(inputs: &[PathBuf]) -> Result<Vec<(PathBuf, Manifest)>> {
     let count = parts[0].1.part.map(|p| p.count).unwrap_or(0);
     let base = comparable(&parts[0].1)?;
     for (i, (dir, m)) in parts.iter().enumerate() {
-        let p = m.part.unwrap_or(crate::manifest::Part { index: 0, count: 0 });
+        let p = m
+            .part
+            .unwrap_or(crate::manifest::Part { index: 0, count: 0 });
         if p.count != count {
             return Err(bad(format!(
                 "{} is part {}/{}, {} is part {}/{count}",
@@ -135,7 +137,10 @@ fn check_parts(inputs: &[PathBuf]) -> Result<Vec<(PathBuf, Manifest)>> {
             )));
         }
     }
-    let have: Vec<u32> = parts.iter().filter_map(|(_, m)| m.part.map(|p| p.index)).collect();
+    let have: Vec<u32> = parts
+        .iter()
+        .filter_map(|(_, m)| m.part.map(|p| p.index))
+        .collect();
     let missing: Vec<String> = (0..count)
         .filter(|i| !have.contains(i))
         .map(|i| i.to_string())
@@ -144,7 +149,10 @@ fn check_parts(inputs: &[PathBuf]) -> Result<Vec<(PathBuf, Manifest)>> {
         return Err(bad(format!(
             "missing part(s) {} of {count} (given: {})",
             missing.join(", "),
-            have.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+            have.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     Ok(parts)

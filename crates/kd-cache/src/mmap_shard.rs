@@ -91,7 +91,8 @@ impl MmapShardWriter {
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
         header.extend_from_slice(&0u32.to_le_bytes());
-        out.write_all(&header).map_err(|e| CacheError::io(&tmp, e))?;
+        out.write_all(&header)
+            .map_err(|e| CacheError::io(&tmp, e))?;
         Ok(MmapShardWriter {
             path: path.to_path_buf(),
             tmp,
@@ -114,9 +115,17 @@ impl MmapShardWriter {
     /// Appends a record (already checked against the targets).
     pub fn write(&mut self, r: &Record) -> Result<()> {
         let start = self.raw.len();
-        encode_record(r, &mut self.raw).map_err(CacheError::Invalid)?;
+        if let Err(e) = encode_record(r, &mut self.raw) {
+            self.raw.truncate(start);
+            return Err(CacheError::Invalid(e));
+        }
         let len = self.raw.len() - start;
-        let (Ok(offset), Ok(len)) = (u32::try_from(start), u32::try_from(len)) else {
+        let (Ok(offset), Ok(len), Ok(_)) = (
+            u32::try_from(start),
+            u32::try_from(len),
+            u32::try_from(self.raw.len()),
+        ) else {
+            self.raw.truncate(start);
             return Err(CacheError::Invalid("record or block over 4 GiB".into()));
         };
         self.records.push(RecordEntry {
@@ -135,14 +144,15 @@ impl MmapShardWriter {
         if self.raw.is_empty() {
             return Ok(());
         }
-        let packed =
-            zstd::bulk::compress(&self.raw, self.level).map_err(|e| CacheError::io(&self.tmp, e))?;
+        let packed = zstd::bulk::compress(&self.raw, self.level)
+            .map_err(|e| CacheError::io(&self.tmp, e))?;
         let out = self.out.as_mut().ok_or_else(|| closed(&self.tmp))?;
         self.blocks.push(BlockEntry {
             offset: out.bytes(),
             compressed: u32::try_from(packed.len())
                 .map_err(|_| CacheError::Invalid("block over 4 GiB".into()))?,
-            raw: self.raw.len() as u32,
+            raw: u32::try_from(self.raw.len())
+                .map_err(|_| CacheError::Invalid("block over 4 GiB".into()))?,
             crc32: crc32fast::hash(&packed),
             first_record: self.block_first as u32,
         });
@@ -235,9 +245,8 @@ impl MmapShard {
         // SAFETY: cache shards are written once (to a temporary name, then
         // renamed) and never modified in place; the map is read-only.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| CacheError::io(path, e))?;
-        let (blocks, records) = parse_index(&map).map_err(|(loc, msg)| {
-            CacheError::corrupt(path, loc, msg)
-        })?;
+        let (blocks, records) =
+            parse_index(&map).map_err(|(loc, msg)| CacheError::corrupt(path, loc, msg))?;
         Ok(MmapShard {
             path: path.to_path_buf(),
             map,
@@ -360,10 +369,13 @@ type IndexParts = (Vec<BlockEntry>, Vec<RecordEntry>);
 fn parse_index(b: &[u8]) -> std::result::Result<IndexParts, (String, String)> {
     let fail = |loc: &str, msg: String| Err((loc.to_string(), msg));
     if b.len() < HEADER_LEN + FOOTER_LEN {
-        return fail("header", format!("{} bytes is too short for a shard", b.len()));
+        return fail(
+            "header",
+            format!("{} bytes is too short for a shard", b.len()),
+        );
     }
-    if &b[..8] != MAGIC || le_u32(b, 8) != VERSION {
-        return fail("header", "bad magic or version".into());
+    if &b[..8] != MAGIC || le_u32(b, 8) != VERSION || le_u32(b, 12) != 0 {
+        return fail("header", "bad magic, version or reserved field".into());
     }
     let f = b.len() - FOOTER_LEN;
     if &b[f + 32..] != FOOTER_MAGIC || le_u32(b, f + 28) != VERSION {
@@ -378,7 +390,10 @@ fn parse_index(b: &[u8]) -> std::result::Result<IndexParts, (String, String)> {
         .and_then(|(a, r)| a.checked_add(r))
         .and_then(|s| s.checked_add(index_offset));
     if index_offset < HEADER_LEN as u64 || size != Some(f as u64) {
-        return fail("footer", "index offset and counts do not fit the file".into());
+        return fail(
+            "footer",
+            "index offset and counts do not fit the file".into(),
+        );
     }
     let index = &b[index_offset as usize..f];
     if crc32fast::hash(index) != le_u32(b, f + 24) {
@@ -396,7 +411,10 @@ fn parse_index(b: &[u8]) -> std::result::Result<IndexParts, (String, String)> {
             first_record: le_u32(index, at + 20),
         };
         if e.offset != next {
-            return fail("index", format!("block {i} starts at {}, expected {next}", e.offset));
+            return fail(
+                "index",
+                format!("block {i} starts at {}, expected {next}", e.offset),
+            );
         }
         next += u64::from(e.compressed);
         blocks.push(e);
@@ -417,7 +435,10 @@ fn parse_index(b: &[u8]) -> std::result::Result<IndexParts, (String, String)> {
             .get(e.block as usize)
             .is_some_and(|blk| u64::from(e.offset) + u64::from(e.len) <= u64::from(blk.raw));
         if !fits {
-            return fail(&format!("record {i}"), "index entry outside its block".into());
+            return fail(
+                &format!("record {i}"),
+                "index entry outside its block".into(),
+            );
         }
         records.push(e);
     }
@@ -461,7 +482,12 @@ impl Iterator for MmapIter<'_> {
                 Ok(data) => self.block = Some((e.block, data)),
                 Err(err) => {
                     // A bad block fails every record in it; skip to the next block.
-                    while self.shard.records.get(self.next).is_some_and(|r| r.block == e.block) {
+                    while self
+                        .shard
+                        .records
+                        .get(self.next)
+                        .is_some_and(|r| r.block == e.block)
+                    {
                         self.next += 1;
                     }
                     return Some(Err(at_record(err, i)));

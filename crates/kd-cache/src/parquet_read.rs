@@ -4,10 +4,11 @@
 //! inside the Parquet decoder still comes back as an error naming the file
 //! and row group.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float32Type, UInt16Type, UInt32Type, UInt64Type};
@@ -26,9 +27,34 @@ use crate::targets::TargetSpec;
 /// Rows decoded per batch while streaming.
 const BATCH_ROWS: usize = 64;
 
+thread_local! {
+    /// Set while this thread decodes under [`guarded`].
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs (once) a panic hook that stays quiet for panics caught by
+/// [`guarded`] and hands every other panic to the hook that was there before.
+fn quiet_guarded_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f`, turning a panic into an error.
-fn guarded<T>(f: impl FnOnce() -> std::result::Result<T, String>) -> std::result::Result<T, String> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+fn guarded<T>(
+    f: impl FnOnce() -> std::result::Result<T, String>,
+) -> std::result::Result<T, String> {
+    quiet_guarded_panics();
+    let was = GUARDED.with(|g| g.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(was));
+    match result {
         Ok(r) => r,
         Err(p) => {
             let msg = p
@@ -176,7 +202,12 @@ impl ParquetShard {
         })
     }
 
-    fn decode_batch(&self, batch: &RecordBatch, first_row: usize, rg: usize) -> Result<Vec<Record>> {
+    fn decode_batch(
+        &self,
+        batch: &RecordBatch,
+        first_row: usize,
+        rg: usize,
+    ) -> Result<Vec<Record>> {
         let mut out = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
             let row = first_row + i;
@@ -311,7 +342,9 @@ fn list_u32(b: &RecordBatch, name: &str, i: usize) -> Res<Option<Vec<u32>>> {
     if col.is_null(i) {
         return Ok(None);
     }
-    let list = col.as_list_opt::<i32>().ok_or(format!("column `{name}` is not a list"))?;
+    let list = col
+        .as_list_opt::<i32>()
+        .ok_or(format!("column `{name}` is not a list"))?;
     let v = list.value(i);
     let p = v
         .as_primitive_opt::<UInt32Type>()
@@ -328,7 +361,9 @@ fn list_f32(b: &RecordBatch, name: &str, i: usize) -> Res<Vec<f32>> {
     if col.is_null(i) {
         return Err(format!("column `{name}` is null"));
     }
-    let list = col.as_list_opt::<i32>().ok_or(format!("column `{name}` is not a list"))?;
+    let list = col
+        .as_list_opt::<i32>()
+        .ok_or(format!("column `{name}` is not a list"))?;
     let v = list.value(i);
     let p = v
         .as_primitive_opt::<Float32Type>()
@@ -352,7 +387,9 @@ fn tensor(
             .collect()
     } else {
         let col = column(b, name)?;
-        let bin = col.as_binary_opt::<i32>().ok_or(format!("column `{name}` is not binary"))?;
+        let bin = col
+            .as_binary_opt::<i32>()
+            .ok_or(format!("column `{name}` is not binary"))?;
         if bin.is_null(i) {
             return Err(format!("column `{name}` is null"));
         }

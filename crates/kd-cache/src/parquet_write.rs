@@ -72,13 +72,29 @@ pub fn arrow_schema(spec: &TargetSpec) -> SchemaRef {
     ];
     if let Some(t) = &spec.mlm_topk {
         f.push(Field::new("topk_ids", list_of(DataType::UInt32), false));
-        f.push(tensor_field("topk_logits", t.logit_precision, "[n_mask, k]"));
-        f.push(Field::new("log_partition", list_of(DataType::Float32), false));
+        f.push(tensor_field(
+            "topk_logits",
+            t.logit_precision,
+            "[n_mask, k]",
+        ));
+        f.push(Field::new(
+            "log_partition",
+            list_of(DataType::Float32),
+            false,
+        ));
     }
     if spec.mlm_sampled.is_some() {
-        f.push(Field::new("sampled_offsets", list_of(DataType::UInt32), false));
+        f.push(Field::new(
+            "sampled_offsets",
+            list_of(DataType::UInt32),
+            false,
+        ));
         f.push(Field::new("sampled_ids", list_of(DataType::UInt32), false));
-        f.push(Field::new("sampled_counts", list_of(DataType::UInt16), false));
+        f.push(Field::new(
+            "sampled_counts",
+            list_of(DataType::UInt16),
+            false,
+        ));
     }
     for (layers, name, shape) in [
         (&spec.hidden, hidden_column as fn(u32) -> String, "[n, H]"),
@@ -144,7 +160,11 @@ fn tensor_column<'a>(p: Precision, rows: impl Iterator<Item = &'a Quantized>) ->
 
 /// Builds the record batch of `records` for `schema`/`spec` (records are
 /// checked against `spec` beforehand).
-pub fn build_batch(records: &[Record], spec: &TargetSpec, schema: &SchemaRef) -> Result<RecordBatch> {
+pub fn build_batch(
+    records: &[Record],
+    spec: &TargetSpec,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     let mut seq = UInt64Builder::new();
     let mut epoch = UInt32Builder::new();
@@ -154,18 +174,32 @@ pub fn build_batch(records: &[Record], spec: &TargetSpec, schema: &SchemaRef) ->
     }
     cols.push(Arc::new(seq.finish()));
     cols.push(Arc::new(epoch.finish()));
-    cols.push(list_u32(records.iter().map(|r| Some(r.input_ids.as_slice()))));
-    cols.push(list_u32(records.iter().map(|r| r.token_type_ids.as_deref())));
-    cols.push(list_u32(records.iter().map(|r| Some(r.mlm_positions.as_slice()))));
-    cols.push(list_u32(records.iter().map(|r| Some(r.mlm_labels.as_slice()))));
+    cols.push(list_u32(
+        records.iter().map(|r| Some(r.input_ids.as_slice())),
+    ));
+    cols.push(list_u32(
+        records.iter().map(|r| r.token_type_ids.as_deref()),
+    ));
+    cols.push(list_u32(
+        records.iter().map(|r| Some(r.mlm_positions.as_slice())),
+    ));
+    cols.push(list_u32(
+        records.iter().map(|r| Some(r.mlm_labels.as_slice())),
+    ));
     if let Some(t) = &spec.mlm_topk {
         let topk: Vec<_> = records.iter().filter_map(|r| r.mlm_topk.as_ref()).collect();
         cols.push(list_u32(topk.iter().map(|t| Some(t.ids.as_slice()))));
-        cols.push(tensor_column(t.logit_precision, topk.iter().map(|t| &t.logits)));
+        cols.push(tensor_column(
+            t.logit_precision,
+            topk.iter().map(|t| &t.logits),
+        ));
         cols.push(list_f32(topk.iter().map(|t| t.log_partition.as_slice())));
     }
     if spec.mlm_sampled.is_some() {
-        let s: Vec<_> = records.iter().filter_map(|r| r.mlm_sampled.as_ref()).collect();
+        let s: Vec<_> = records
+            .iter()
+            .filter_map(|r| r.mlm_sampled.as_ref())
+            .collect();
         cols.push(list_u32(s.iter().map(|s| Some(s.offsets.as_slice()))));
         cols.push(list_u32(s.iter().map(|s| Some(s.ids.as_slice()))));
         let mut b = ListBuilder::new(UInt16Builder::new());
@@ -263,7 +297,8 @@ impl ParquetShardWriter {
             .set_dictionary_enabled(false)
             .set_statistics_enabled(EnabledStatistics::None);
         for c in ["seq_id", "epoch"] {
-            props = props.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::Chunk);
+            props =
+                props.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::Chunk);
         }
         let schema = arrow_schema(spec);
         let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
@@ -310,7 +345,9 @@ impl ParquetShardWriter {
         let w = self.writer.as_mut().ok_or_else(|| {
             CacheError::Invalid(format!("{}: writer already finished", self.tmp.display()))
         })?;
-        let err = |e: parquet::errors::ParquetError| CacheError::corrupt(&self.tmp, "write", e.to_string());
+        let err = |e: parquet::errors::ParquetError| {
+            CacheError::corrupt(&self.tmp, "write", e.to_string())
+        };
         w.write(&batch).map_err(err)?;
         w.flush().map_err(err)?;
         self.buffer.clear();

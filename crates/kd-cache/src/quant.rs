@@ -10,6 +10,7 @@
 //!
 //! Non-finite inputs are refused for every precision.
 
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use crate::error::{CacheError, Result};
@@ -26,6 +27,10 @@ pub struct Quantized {
     data: Vec<u8>,
     scales: Vec<f32>,
 }
+
+/// Values converted at a time between f16 and f32 (uses the CPU's
+/// conversion instructions where `half` detects them).
+const CHUNK: usize = 1024;
 
 fn check_finite(values: &[f32]) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {
@@ -49,7 +54,7 @@ impl Quantized {
                 values.len()
             )));
         }
-        if cols > 0 && values.len() % cols != 0 {
+        if cols > 0 && !values.len().is_multiple_of(cols) {
             return Err(CacheError::Invalid(format!(
                 "{} values do not form rows of {cols}",
                 values.len()
@@ -70,8 +75,13 @@ impl Quantized {
                         "value {v} is outside the f16 range (max 65504); use bf16 or f32"
                     )));
                 }
-                for v in values {
-                    data.extend_from_slice(&f16::from_f32(*v).to_le_bytes());
+                let mut buf = [f16::ZERO; CHUNK];
+                for chunk in values.chunks(CHUNK) {
+                    let buf = &mut buf[..chunk.len()];
+                    buf.convert_from_f32_slice(chunk);
+                    for h in buf.iter() {
+                        data.extend_from_slice(&h.to_le_bytes());
+                    }
                 }
             }
             Precision::Bf16 => {
@@ -123,14 +133,18 @@ impl Quantized {
                     data.len()
                 )));
             }
-        } else if data.len() % row_bytes != 0 {
+        } else if !data.len().is_multiple_of(row_bytes) {
             return Err(CacheError::Invalid(format!(
                 "{} bytes do not form {precision} rows of {cols} columns",
                 data.len()
             )));
         }
         let rows = data.len().checked_div(row_bytes).unwrap_or(0);
-        let want_scales = if precision == Precision::Int8 { rows } else { 0 };
+        let want_scales = if precision == Precision::Int8 {
+            rows
+        } else {
+            0
+        };
         if scales.len() != want_scales {
             return Err(CacheError::Invalid(format!(
                 "{precision} matrix of {rows} rows needs {want_scales} scales, got {}",
@@ -225,11 +239,18 @@ impl Quantized {
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             ),
-            Precision::F16 => out.extend(
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
-            ),
+            Precision::F16 => {
+                let mut halves = [f16::ZERO; CHUNK];
+                let mut floats = [0f32; CHUNK];
+                for chunk in bytes.chunks(2 * CHUNK) {
+                    let n = chunk.len() / 2;
+                    for (h, b) in halves.iter_mut().zip(chunk.chunks_exact(2)) {
+                        *h = f16::from_le_bytes([b[0], b[1]]);
+                    }
+                    halves[..n].convert_to_f32_slice(&mut floats[..n]);
+                    out.extend_from_slice(&floats[..n]);
+                }
+            }
             Precision::Bf16 => out.extend(
                 bytes
                     .chunks_exact(2)
@@ -262,7 +283,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let mag = 10f32.powf(rng.random_range(-6.0..4.0));
-                let v = if i % 7 == 0 { 0.0 } else { mag };
+                let v = if i.is_multiple_of(7) { 0.0 } else { mag };
                 if rng.random_bool(0.5) {
                     -v
                 } else {
@@ -313,7 +334,10 @@ mod tests {
             let max = row.iter().fold(0f32, |m, x| m.max(x.abs()));
             assert!((scale - max / 127.0).abs() <= 1e-6 * max);
             for (x, y) in row.iter().zip(back) {
-                assert!((x - y).abs() <= scale / 2.0 * (1.0 + 1e-5) + 1e-30, "{x} {y}");
+                assert!(
+                    (x - y).abs() <= scale / 2.0 * (1.0 + 1e-5) + 1e-30,
+                    "{x} {y}"
+                );
             }
         }
         let zero = Quantized::encode(&[0.0; 8], 4, Precision::Int8).unwrap();

@@ -175,7 +175,10 @@ impl Record {
         self.validate_sampled(spec, m)?;
         validate_layers("hidden", &self.hidden, spec.hidden.as_ref(), |q| {
             if q.rows() != n {
-                return bad(format!("has {} rows, expected {n} (one per token)", q.rows()));
+                return bad(format!(
+                    "has {} rows, expected {n} (one per token)",
+                    q.rows()
+                ));
             }
             Ok(())
         })?;
@@ -294,9 +297,8 @@ fn validate_layers(
                 l.values.precision()
             ));
         }
-        shape(&l.values).map_err(|e| {
-            CacheError::Invalid(format!("{what} layer {}: {e}", l.layer))
-        })?;
+        shape(&l.values)
+            .map_err(|e| CacheError::Invalid(format!("{what} layer {}: {e}", l.layer)))?;
     }
     Ok(())
 }

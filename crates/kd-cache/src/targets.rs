@@ -118,14 +118,18 @@ impl Item {
 fn parse_u32(target: &str, key: &str, v: &str) -> Result<u32> {
     match v.parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => err(format!("{target}: {key} must be a positive integer, got `{v}`")),
+        _ => err(format!(
+            "{target}: {key} must be a positive integer, got `{v}`"
+        )),
     }
 }
 
 fn parse_temp(target: &str, v: &str) -> Result<f32> {
     match v.parse::<f32>() {
         Ok(t) if t.is_finite() && t > 0.0 => Ok(t),
-        _ => err(format!("{target}: temperature must be a positive number, got `{v}`")),
+        _ => err(format!(
+            "{target}: temperature must be a positive number, got `{v}`"
+        )),
     }
 }
 
@@ -183,7 +187,11 @@ fn parse_topk(item: &Item) -> Result<TopKSpec> {
                 last_key = "t";
             }
             None if last_key == "t" => temps.push(parse_temp(item.name, a)?),
-            _ => return err(format!("mlm-topk: unknown argument `{a}` (known: k=N, t=T)")),
+            _ => {
+                return err(format!(
+                    "mlm-topk: unknown argument `{a}` (known: k=N, t=T)"
+                ))
+            }
         }
     }
     if temps.is_empty() {
@@ -217,7 +225,11 @@ fn parse_sampled(item: &Item) -> Result<SampledSpec> {
         match a.split_once('=') {
             Some(("k", v)) => spec.k = parse_u32(item.name, "k", v.trim())?,
             Some(("t", v)) => spec.temperature = parse_temp(item.name, v.trim())?,
-            _ => return err(format!("mlm-sampled: unknown argument `{a}` (known: k=N, t=T)")),
+            _ => {
+                return err(format!(
+                    "mlm-sampled: unknown argument `{a}` (known: k=N, t=T)"
+                ))
+            }
         }
     }
     if spec.k > u32::from(u16::MAX) {
@@ -334,7 +346,11 @@ impl TargetSpec {
             }
         }
         if let Some(s) = &self.mlm_sampled {
-            if s.k == 0 || s.k > u32::from(u16::MAX) || !(s.temperature > 0.0) {
+            if s.k == 0
+                || s.k > u32::from(u16::MAX)
+                || s.temperature.is_nan()
+                || s.temperature <= 0.0
+            {
                 return err("mlm_sampled needs 0 < k <= 65535 and a positive temperature");
             }
         }
@@ -353,7 +369,10 @@ impl TargetSpec {
 }
 
 fn join<T: fmt::Display>(v: &[T]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl fmt::Display for TargetSpec {
@@ -416,7 +435,11 @@ mod tests {
         assert!(TargetSpec::parse("logits", 4).unwrap().logits);
         assert!(TargetSpec::parse("mlm-topk", 4).unwrap().mlm_topk.is_some());
         assert_eq!(
-            TargetSpec::parse("mlm-topk@f32", 4).unwrap().mlm_topk.unwrap().logit_precision,
+            TargetSpec::parse("mlm-topk@f32", 4)
+                .unwrap()
+                .mlm_topk
+                .unwrap()
+                .logit_precision,
             Precision::F32
         );
     }
@@ -456,6 +479,9 @@ mod tests {
             assert!(e.contains(want), "{text}: {e}");
         }
         let e = TargetSpec::parse("bogus", 12).unwrap_err().to_string();
-        assert!(e.contains("mlm-topk, mlm-sampled, hidden, attention, logits"), "{e}");
+        assert!(
+            e.contains("mlm-topk, mlm-sampled, hidden, attention, logits"),
+            "{e}"
+        );
     }
 }

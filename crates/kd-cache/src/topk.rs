@@ -9,7 +9,7 @@ use crate::quant::Quantized;
 use crate::record::{Sampled, TopK};
 
 fn rows_of(logits: &[f32], vocab: usize) -> Result<std::slice::ChunksExact<'_, f32>> {
-    if vocab == 0 || logits.len() % vocab != 0 {
+    if vocab == 0 || !logits.len().is_multiple_of(vocab) {
         return Err(CacheError::Invalid(format!(
             "{} logits do not form rows of a vocabulary of {vocab}",
             logits.len()
@@ -62,11 +62,8 @@ impl TopK {
             }
             order.clear();
             order.extend(0..vocab as u32);
-            let cmp = |a: &u32, b: &u32| {
-                row[*b as usize]
-                    .total_cmp(&row[*a as usize])
-                    .then(a.cmp(b))
-            };
+            let cmp =
+                |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
             if k < vocab {
                 order.select_nth_unstable_by(k - 1, cmp);
             }
@@ -189,14 +186,19 @@ mod tests {
 
     fn softmax(z: &[f32], t: f32) -> Vec<f64> {
         let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let e: Vec<f64> = z.iter().map(|&x| (f64::from(x - max) / f64::from(t)).exp()).collect();
+        let e: Vec<f64> = z
+            .iter()
+            .map(|&x| (f64::from(x - max) / f64::from(t)).exp())
+            .collect();
         let s: f64 = e.iter().sum();
         e.iter().map(|x| x / s).collect()
     }
 
     fn logits(n: usize, vocab: usize, seed: u64) -> Vec<f32> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..n * vocab).map(|_| rng.random_range(-8.0..12.0)).collect()
+        (0..n * vocab)
+            .map(|_| rng.random_range(-8.0..12.0))
+            .collect()
     }
 
     #[test]
@@ -211,7 +213,10 @@ mod tests {
             let ids = &t.ids[pos * k..(pos + 1) * k];
             let mut sorted: Vec<usize> = (0..vocab).collect();
             sorted.sort_by(|a, b| row[*b].total_cmp(&row[*a]));
-            assert_eq!(ids, sorted[..k].iter().map(|&i| i as u32).collect::<Vec<_>>());
+            assert_eq!(
+                ids,
+                sorted[..k].iter().map(|&i| i as u32).collect::<Vec<_>>()
+            );
             assert_eq!(t.logits.decode_row(pos).unwrap()[0], 0.0);
             for &temp in &temps {
                 let full = softmax(row, temp);
@@ -252,11 +257,18 @@ mod tests {
         assert_eq!(s.offsets.len(), 2);
         let (ids, counts) = s.position(0).unwrap();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(counts.iter().map(|&c| u32::from(c)).sum::<u32>(), u32::from(k));
+        assert_eq!(
+            counts.iter().map(|&c| u32::from(c)).sum::<u32>(),
+            u32::from(k)
+        );
         let p = softmax(&z, 2.0);
         for (&id, &c) in ids.iter().zip(counts) {
             let freq = f64::from(c) / f64::from(k);
-            assert!((freq - p[id as usize]).abs() < 0.01, "{id}: {freq} vs {}", p[id as usize]);
+            assert!(
+                (freq - p[id as usize]).abs() < 0.01,
+                "{id}: {freq} vs {}",
+                p[id as usize]
+            );
         }
         assert!(Sampled::draw(&z, 4, 3, 1.0, &mut rng).is_err());
         assert!(Sampled::draw(&z, vocab, 0, 1.0, &mut rng).is_err());

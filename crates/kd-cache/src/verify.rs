@@ -52,7 +52,11 @@ impl fmt::Display for VerifyReport {
             }
         )?;
         for s in &self.shards {
-            writeln!(f, "  {}: {} records, {} tokens, {} bytes", s.file, s.rows, s.tokens, s.bytes)?;
+            writeln!(
+                f,
+                "  {}: {} records, {} tokens, {} bytes",
+                s.file, s.rows, s.tokens, s.bytes
+            )?;
         }
         Ok(())
     }
@@ -147,7 +151,11 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             return Err(CacheError::corrupt(
                 &path,
                 "file",
-                format!("sha256 {} != {} in manifest.json", short(&sha), short(&tc.sha256)),
+                format!(
+                    "sha256 {} != {} in manifest.json",
+                    short(&sha),
+                    short(&tc.sha256)
+                ),
             ));
         }
         token_counts_checked = true;

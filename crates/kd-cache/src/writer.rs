@@ -41,8 +41,8 @@ impl Default for WriterOptions {
 
 #[derive(Debug)]
 enum Inner {
-    Parquet(ParquetShardWriter),
-    Mmap(MmapShardWriter),
+    Parquet(Box<ParquetShardWriter>),
+    Mmap(Box<MmapShardWriter>),
 }
 
 /// Writes one shard file of either backend.
@@ -67,18 +67,18 @@ impl ShardWriter {
     ) -> Result<Self> {
         spec.validate()?;
         let inner = match backend {
-            Backend::Parquet => Inner::Parquet(ParquetShardWriter::create(
+            Backend::Parquet => Inner::Parquet(Box::new(ParquetShardWriter::create(
                 path,
                 spec,
                 options.row_group_rows,
                 options.row_group_bytes,
                 options.zstd_level,
-            )?),
-            Backend::Mmap => Inner::Mmap(MmapShardWriter::create(
+            )?)),
+            Backend::Mmap => Inner::Mmap(Box::new(MmapShardWriter::create(
                 path,
                 options.block_bytes,
                 options.zstd_level,
-            )?),
+            )?)),
         };
         Ok(ShardWriter {
             spec: spec.clone(),
@@ -125,7 +125,10 @@ impl ShardWriter {
 pub fn shard_name(manifest: &Manifest, index: usize) -> String {
     let ext = manifest.backend.extension();
     match manifest.part {
-        Some(p) => format!("part-{:03}-of-{:03}-shard-{index:05}.{ext}", p.index, p.count),
+        Some(p) => format!(
+            "part-{:03}-of-{:03}-shard-{index:05}.{ext}",
+            p.index, p.count
+        ),
         None => format!("shard-{index:05}.{ext}"),
     }
 }
