@@ -56,7 +56,9 @@ fn bare_forward(teacher: &Path) -> anyhow::Result<f64> {
     let model = loaded.inference_model()?;
     let tok = kd_bert::tokenizer::load_tokenizer(teacher)?;
     let enc = kd_data::TextEncoder::new(&tok)?;
-    let seqs = config(teacher, PathBuf::new(), "hidden:last").source.load(&enc, 0)?;
+    let seqs = config(teacher, PathBuf::new(), "hidden:last")
+        .source
+        .load(&enc, 0)?;
     let mut order: Vec<usize> = (0..seqs.len()).collect();
     order.sort_by_key(|&i| seqs[i].input_ids.len());
     let start = Instant::now();
@@ -77,13 +79,20 @@ fn bare_forward(teacher: &Path) -> anyhow::Result<f64> {
         tokens += batch.num_tokens();
         let input = kd_teacher::tensors::bert_input(&batch, &Device::Cpu)?;
         let out = model.encode(&input, &[], &mut ForwardCtx::eval())?;
-        out.last_hidden_state().to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+        out.last_hidden_state()
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
     }
     Ok(tokens as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Naive fp32 bytes per token of a target set, padded to 128 tokens.
-fn naive_bytes_per_token(hidden_layers: usize, attention_layers: usize, topk: Option<usize>) -> f64 {
+fn naive_bytes_per_token(
+    hidden_layers: usize,
+    attention_layers: usize,
+    topk: Option<usize>,
+) -> f64 {
     let (l, h, heads) = (128.0, 384.0, 12.0);
     let mut per_token = hidden_layers as f64 * h * 4.0 + attention_layers as f64 * heads * l * 4.0;
     if let Some(k) = topk {
@@ -100,12 +109,33 @@ fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let teacher = teacher_with_head(tmp.path())?;
     let bare = bare_forward(&teacher)?;
-    println!("{}", serde_json::json!({"what": "teacher_forward", "tokens_per_s": bare}));
+    println!(
+        "{}",
+        serde_json::json!({"what": "teacher_forward", "tokens_per_s": bare})
+    );
     let sets = [
         ("distilbert", "mlm-topk:k=32,hidden:last", 1, 0, Some(32)),
-        ("distilbert-int8", "mlm-topk:k=32,hidden:last@int8", 1, 0, Some(32)),
-        ("tinybert4", "hidden:0,2,3,5,6,attention:2,3,5,6@f16", 5, 4, None),
-        ("tinybert4-int8", "hidden:0,2,3,5,6@int8,attention:2,3,5,6@int8", 5, 4, None),
+        (
+            "distilbert-int8",
+            "mlm-topk:k=32,hidden:last@int8",
+            1,
+            0,
+            Some(32),
+        ),
+        (
+            "tinybert4",
+            "hidden:0,2,3,5,6,attention:2,3,5,6@f16",
+            5,
+            4,
+            None,
+        ),
+        (
+            "tinybert4-int8",
+            "hidden:0,2,3,5,6@int8,attention:2,3,5,6@int8",
+            5,
+            4,
+            None,
+        ),
     ];
     for (name, targets, nh, na, k) in sets {
         let out = tmp.path().join(name);

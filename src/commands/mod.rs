@@ -10,6 +10,7 @@ mod finetune;
 mod info;
 mod precompute;
 mod run;
+mod train;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -51,6 +52,8 @@ pub enum Command {
     Precompute(precompute::PrecomputeArgs),
     /// Inspect, verify or merge teacher caches.
     Cache(cache::CacheArgs),
+    /// Train a student from a teacher cache, without the teacher in memory.
+    Train(train::TrainArgs),
     /// Run a whole pipeline from a TOML file (or the embedded default).
     Run(run::RunArgs),
 }
@@ -65,6 +68,7 @@ impl Command {
             Command::Finetune(args) => finetune::run(&args, global),
             Command::Precompute(args) => precompute::run(&args, global),
             Command::Cache(args) => cache::run(&args),
+            Command::Train(args) => train::run(&args, global),
             Command::Run(args) => run::run(&args, global),
         }
     }

@@ -158,11 +158,13 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
             })
             .collect();
         let counts = TokenCounts::from_sequences(&packed, encoder.vocab_size())?;
-        let tmp = cfg.out.join(".token_counts.json.tmp");
-        counts.save(&tmp)?;
-        std::fs::rename(&tmp, cfg.out.join("token_counts.json"))
-            .map_err(|e| Error::Config(format!("{}: {e}", cfg.out.display())))?;
-        Some((counts, FileRef::for_file(&cfg.out, "token_counts.json")?))
+        // Written only once the checks below pass: a refused rerun must not touch the cache.
+        let json = counts.to_json()?;
+        let file = FileRef {
+            file: "token_counts.json".into(),
+            sha256: sha_hex(&json),
+        };
+        Some((counts, file, json))
     } else {
         None
     };
@@ -172,7 +174,7 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
                 cfg.mask,
                 encoder.specials(),
                 encoder.vocab_size(),
-                counts_ref.as_ref().map(|(c, _)| c),
+                counts_ref.as_ref().map(|(c, _, _)| c),
             )
         })
         .transpose()?;
@@ -204,7 +206,7 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         smoothing: cfg.mask.smoothing,
     });
     manifest.epochs = cfg.epochs;
-    manifest.token_counts = counts_ref.map(|(_, r)| r);
+    manifest.token_counts = counts_ref.as_ref().map(|(_, r, _)| r.clone());
     manifest.part = part.map(|(index, count)| Part { index, count });
     manifest.extra.insert(
         "source".into(),
@@ -244,6 +246,9 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         )));
     }
     progress.fingerprint = fingerprint;
+    if let Some((_, r, json)) = &counts_ref {
+        kd_cache::fsutil::atomic_write(&cfg.out.join(&r.file), json.as_bytes())?;
+    }
 
     let plan = plan_shards(sequences.len(), cfg.epochs, cfg.rows_per_shard);
     let range = match part {

@@ -133,9 +133,11 @@ impl Bert {
             candle_core::bail!("cannot freeze {frozen_layers} of {n} layers")
         }
         let mut eval = ForwardCtx::eval();
-        let emb = frozen
-            .embeddings
-            .forward(&input.input_ids, input.token_type_ids.as_ref(), &mut eval)?;
+        let emb = frozen.embeddings.forward(
+            &input.input_ids,
+            input.token_type_ids.as_ref(),
+            &mut eval,
+        )?;
         let mask = input.additive_mask(emb.dtype())?;
         let mut hidden_states = vec![emb];
         let mut attentions = Vec::new();
@@ -149,7 +151,10 @@ impl Bert {
                 self.encoder.layers[i].forward(x, &mask, keep, ctx)?
             };
             if let Some(maps) = maps {
-                attentions.push(LayerAttention { layer: number, maps });
+                attentions.push(LayerAttention {
+                    layer: number,
+                    maps,
+                });
             }
             hidden_states.push(out);
         }

@@ -1,0 +1,38 @@
+//! Errors of student training and evaluation.
+
+/// Anything that stops a student run; messages name the file, setting or cache field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Model, checkpoint or tokenizer problem.
+    #[error(transparent)]
+    Model(#[from] kd_bert::Error),
+    /// Cache problem (incompatible, corrupt, missing targets).
+    #[error(transparent)]
+    Cache(#[from] kd_cache::CacheError),
+    /// Data problem.
+    #[error(transparent)]
+    Data(#[from] kd_data::DataError),
+    /// Loss problem (shapes, widths).
+    #[error(transparent)]
+    Loss(#[from] kd_distill::Error),
+    /// Training-loop problem.
+    #[error(transparent)]
+    Train(#[from] kd_train::Error),
+    /// Teacher-side problem (online mode).
+    #[error(transparent)]
+    Precompute(#[from] kd_precompute::Error),
+    /// Tensor operation failure.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A setting that cannot work.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Wraps an error for the training loop's task interface.
+pub(crate) fn to_train(e: Error) -> kd_train::Error {
+    kd_train::Error::Task(Box::new(e))
+}

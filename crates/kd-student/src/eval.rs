@@ -1,0 +1,533 @@
+//! Evaluating a student against a held-out teacher cache (`kd eval`): quality next to the
+//! teacher's, and size and speed as DistilBERT reports them ("40% smaller, 60% faster, 97% of
+//! the teacher").
+//!
+//! Over the masked positions of the cache records, with the student in eval mode:
+//! - masked-token top-1 accuracy against `mlm_labels`, for the student and for the teacher (the
+//!   first id of its cached top-k);
+//! - top-1 agreement: the share of positions where the student's argmax is the teacher's top-1;
+//! - KL(teacher || student) over the cached support S (the top-k ids) plus a rest bucket, in
+//!   nats per masked position, at T = 1:
+//!   `KL = sum_{i in S} p_i ln(p_i / q_i) + p_rest ln(p_rest / q_rest)`, where
+//!   `p_i = exp(z_i - log Z)` from the cache (`TopK::probs`), `p_rest = max(0, 1 - sum_S p_i)`,
+//!   `q = softmax(student logits)`, `q_rest = sum_{v not in S} q_v`; terms with `p = 0` are 0;
+//! - hidden cosine: the mean over real tokens of cos(student last hidden state, cached teacher
+//!   hidden state of its last layer), when the cache has it and the widths match.
+//!
+//! Size: parameters of both as masked-LM models (the decoder tied), from the config arithmetic.
+//! Speed: real tokens per second of the forward pass (encoder + MLM head at the masked
+//! positions) of student and teacher on the same batches in the same run (needs the teacher).
+
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use kd_bert::checkpoint::find_weights;
+use kd_bert::model::gather_positions;
+use kd_bert::tokenizer::{sha256_file, tokenizer_source};
+use kd_bert::{load_model, Architecture, Bert, BertConfig, BertInput, ForwardCtx, LoadOptions};
+use kd_cache::{CacheReader, Expectation, Record, TargetSpec};
+use serde::Serialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Settings of an evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Teacher directory, to measure its speed on the same batches.
+    pub teacher: Option<PathBuf>,
+    /// Records per forward pass.
+    pub batch_size: usize,
+    /// Evaluate at most this many records (cache order).
+    pub max_records: Option<usize>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            teacher: None,
+            batch_size: 32,
+            max_records: None,
+        }
+    }
+}
+
+/// What `kd eval` measured; `None` where the cache or the arguments do not allow a metric
+/// (`notes` says why).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Student directory.
+    pub student: String,
+    /// Cache directory.
+    pub cache: String,
+    /// Teacher directory, when given.
+    pub teacher: Option<String>,
+    /// Records evaluated.
+    pub records: usize,
+    /// Real tokens evaluated.
+    pub tokens: usize,
+    /// Masked positions evaluated.
+    pub masked_positions: usize,
+    /// Encoder layers of the student and the teacher.
+    pub layers: (usize, usize),
+    /// Hidden sizes of the student and the teacher.
+    pub hidden_size: (usize, usize),
+    /// Student masked-token top-1 accuracy.
+    pub student_top1: f64,
+    /// Teacher masked-token top-1 accuracy (from the cached top-k).
+    pub teacher_top1: Option<f64>,
+    /// Share of masked positions where the student's top-1 is the teacher's.
+    pub agreement: Option<f64>,
+    /// Mean KL(teacher || student) over the cached top-k plus a rest bucket, nats per position.
+    pub kl: Option<f64>,
+    /// `k` of the cached top-k.
+    pub topk: Option<u32>,
+    /// Mean cosine of student and teacher last hidden states over real tokens.
+    pub hidden_cosine: Option<f64>,
+    /// Student parameters (masked-LM model, decoder tied).
+    pub student_params: usize,
+    /// Teacher parameters counted the same way.
+    pub teacher_params: usize,
+    /// Student forward throughput in real tokens per second.
+    pub student_tokens_per_s: f64,
+    /// Teacher forward throughput on the same batches.
+    pub teacher_tokens_per_s: Option<f64>,
+    /// `1 - student_params / teacher_params`.
+    pub smaller: f64,
+    /// `student_tokens_per_s / teacher_tokens_per_s`.
+    pub speedup: Option<f64>,
+    /// `student_top1 / teacher_top1`.
+    pub retained: Option<f64>,
+    /// Why a metric is missing, and other caveats.
+    pub notes: Vec<String>,
+}
+
+/// Parameters of a `BertForMaskedLM` with `c` (embeddings, encoder, MLM transform and output
+/// bias; the decoder is tied to the word embeddings and not counted twice).
+pub fn mlm_param_count(c: &BertConfig) -> usize {
+    let (v, h, i) = (c.vocab_size, c.hidden_size, c.intermediate_size);
+    let embeddings = (v + c.max_position_embeddings + c.type_vocab_size) * h + 2 * h;
+    let layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h;
+    let head = h * h + h + 2 * h + v;
+    embeddings + c.num_hidden_layers * layer + head
+}
+
+/// Sums over masked positions and tokens.
+#[derive(Default)]
+struct Totals {
+    records: usize,
+    tokens: usize,
+    positions: usize,
+    student_hits: usize,
+    topk_positions: usize,
+    teacher_hits: usize,
+    agree: usize,
+    kl: f64,
+    kl_positions: usize,
+    cos: f64,
+    cos_tokens: usize,
+    student_s: f64,
+    teacher_s: f64,
+}
+
+/// Evaluates the masked-LM student in `student_dir` on the cache in `cache_dir` (see the module
+/// docs). Refuses a cache made with another tokenizer than the student's.
+pub fn evaluate_student(
+    student_dir: &Path,
+    cache_dir: &Path,
+    opts: &EvalOptions,
+    device: &Device,
+) -> Result<EvalReport> {
+    let reader = CacheReader::open(cache_dir)?;
+    let manifest = reader.manifest();
+    let sha = sha256_file(&tokenizer_source(student_dir)?)?;
+    let expect = Expectation {
+        allow_partial: true,
+        ..Expectation::new(TargetSpec::default()).tokenizer(sha)
+    };
+    manifest.check_compatible(&expect).map_err(|e| {
+        Error::Config(format!(
+            "cache {} does not fit student {}: {e}",
+            cache_dir.display(),
+            student_dir.display()
+        ))
+    })?;
+    let mlm = |dir: &Path, fresh_heads| {
+        let o = LoadOptions {
+            architecture: Some(Architecture::MaskedLm),
+            fresh_heads,
+            device: device.clone(),
+            ..LoadOptions::default()
+        };
+        load_model(dir, &o)
+    };
+    let student = mlm(student_dir, false).map_err(|e| match e {
+        kd_bert::Error::Mismatch { .. } => Error::Config(format!(
+            "student {} is not a masked-LM model (kd eval scores its MLM head): {e}",
+            student_dir.display()
+        )),
+        e => e.into(),
+    })?;
+    let s_model = student.inference_model()?;
+    let s_cfg = &student.model.config;
+    let mut notes = Vec::new();
+    let mut t_cfg: BertConfig =
+        serde_json::from_value(manifest.teacher.config.clone()).map_err(|e| {
+            Error::Config(format!(
+                "cache {}: teacher config: {e}",
+                cache_dir.display()
+            ))
+        })?;
+    let cache_teacher_layers = t_cfg.num_hidden_layers;
+    let teacher = match &opts.teacher {
+        Some(dir) => {
+            // A teacher without an MLM head gets a fresh one: it is only timed.
+            let t = mlm(dir, true)?;
+            if sha256_file(&find_weights(dir)?)? != manifest.teacher.weights_sha256 {
+                notes.push(format!(
+                    "{} is not the teacher that made the cache: its speed is measured here, \
+                     the teacher accuracy comes from the cache",
+                    dir.display()
+                ));
+            }
+            t_cfg = t.model.config.clone();
+            Some(t.inference_model()?)
+        }
+        None => {
+            notes.push("teacher speed not measured: pass --teacher DIR".into());
+            None
+        }
+    };
+    if s_cfg.vocab_size != t_cfg.vocab_size {
+        return Err(Error::Config(format!(
+            "student vocabulary {} != teacher vocabulary {}",
+            s_cfg.vocab_size, t_cfg.vocab_size
+        )));
+    }
+    let topk_spec = manifest.targets.mlm_topk.clone();
+    let temps = topk_spec
+        .as_ref()
+        .map(|s| s.temperatures.clone())
+        .unwrap_or_default();
+    match &topk_spec {
+        None => notes.push("no mlm-topk in the cache: no teacher accuracy, agreement or KL".into()),
+        Some(_) if !temps.contains(&1.0) => {
+            notes.push("the cache has no log-partition at T = 1: no KL".into())
+        }
+        _ => {}
+    }
+    let hidden_slot = manifest.targets.hidden.as_ref().and_then(|h| {
+        h.layers
+            .iter()
+            .position(|&l| l as usize == cache_teacher_layers)
+    });
+    let hidden_slot = match hidden_slot {
+        None => {
+            notes
+                .push("no hidden state of the teacher's last layer in the cache: no cosine".into());
+            None
+        }
+        Some(_) if t_cfg.hidden_size != s_cfg.hidden_size => {
+            notes.push(format!(
+                "hidden sizes differ (student {}, teacher {}): no cosine",
+                s_cfg.hidden_size, t_cfg.hidden_size
+            ));
+            None
+        }
+        slot => slot,
+    };
+
+    let mut tot = Totals::default();
+    let limit = opts.max_records.unwrap_or(usize::MAX);
+    let mut records = reader.iter().take(limit);
+    let mut first = true;
+    loop {
+        let chunk: Vec<Record> = records
+            .by_ref()
+            .take(opts.batch_size.max(1))
+            .collect::<std::result::Result<_, _>>()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let (input, flat) = batch_input(&chunk, s_cfg.pad_token_id, device)?;
+        if first {
+            forward(&s_model, &input, &flat)?;
+            if let Some(t) = &teacher {
+                forward(t, &input, &flat)?;
+            }
+            first = false;
+        }
+        let (logits, hidden, secs) = forward(&s_model, &input, &flat)?;
+        tot.student_s += secs;
+        if let Some(t) = &teacher {
+            tot.teacher_s += forward(t, &input, &flat)?.2;
+        }
+        let hidden = hidden_slot
+            .map(|_| hidden.to_dtype(DType::F32)?.to_vec3::<f32>())
+            .transpose()?;
+        let vocab = s_cfg.vocab_size;
+        let mut row = 0;
+        for (r, rec) in chunk.iter().enumerate() {
+            tot.records += 1;
+            tot.tokens += rec.input_ids.len();
+            for (m, &label) in rec.mlm_labels.iter().enumerate() {
+                let z = &logits[row * vocab..(row + 1) * vocab];
+                row += 1;
+                score_position(&mut tot, z, label, rec, m, &temps)?;
+            }
+            if let (Some(slot), Some(h)) = (hidden_slot, &hidden) {
+                let values = rec.hidden[slot].values.decode();
+                let width = rec.hidden[slot].values.cols();
+                for (l, t) in values.chunks_exact(width).enumerate() {
+                    tot.cos += cosine(&h[r][l], t);
+                    tot.cos_tokens += 1;
+                }
+            }
+        }
+    }
+    if tot.records == 0 {
+        return Err(Error::Config(format!(
+            "cache {} has no record to evaluate",
+            cache_dir.display()
+        )));
+    }
+    let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+    let has_topk = topk_spec.is_some();
+    let student_top1 = ratio(tot.student_hits, tot.positions).unwrap_or(0.0);
+    let teacher_top1 = ratio(tot.teacher_hits, tot.topk_positions).filter(|_| has_topk);
+    let (student_params, teacher_params) = (mlm_param_count(s_cfg), mlm_param_count(&t_cfg));
+    let student_tps = tot.tokens as f64 / tot.student_s.max(1e-12);
+    let teacher_tps = teacher
+        .as_ref()
+        .map(|_| tot.tokens as f64 / tot.teacher_s.max(1e-12));
+    Ok(EvalReport {
+        student: student_dir.display().to_string(),
+        cache: cache_dir.display().to_string(),
+        teacher: opts.teacher.as_ref().map(|d| d.display().to_string()),
+        records: tot.records,
+        tokens: tot.tokens,
+        masked_positions: tot.positions,
+        layers: (s_cfg.num_hidden_layers, t_cfg.num_hidden_layers),
+        hidden_size: (s_cfg.hidden_size, t_cfg.hidden_size),
+        student_top1,
+        teacher_top1,
+        agreement: ratio(tot.agree, tot.topk_positions).filter(|_| has_topk),
+        kl: (tot.kl_positions > 0).then(|| tot.kl / tot.kl_positions as f64),
+        topk: topk_spec.map(|s| s.k),
+        hidden_cosine: (tot.cos_tokens > 0).then(|| tot.cos / tot.cos_tokens as f64),
+        student_params,
+        teacher_params,
+        student_tokens_per_s: student_tps,
+        teacher_tokens_per_s: teacher_tps,
+        smaller: 1.0 - student_params as f64 / teacher_params.max(1) as f64,
+        speedup: teacher_tps.map(|t| student_tps / t),
+        retained: teacher_top1.filter(|&t| t > 0.0).map(|t| student_top1 / t),
+        notes,
+    })
+}
+
+/// Accuracy, agreement and KL at masked position `m` of `rec`, student logits `z`.
+fn score_position(
+    tot: &mut Totals,
+    z: &[f32],
+    label: u32,
+    rec: &Record,
+    m: usize,
+    temps: &[f32],
+) -> Result<()> {
+    let (mut best, mut max) = (0usize, f32::NEG_INFINITY);
+    for (v, &x) in z.iter().enumerate() {
+        if x > max {
+            (best, max) = (v, x);
+        }
+    }
+    tot.positions += 1;
+    tot.student_hits += usize::from(best as u32 == label);
+    let Some(topk) = &rec.mlm_topk else {
+        return Ok(());
+    };
+    let k = topk.logits.cols();
+    let ids = &topk.ids[m * k..(m + 1) * k];
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= z.len()) {
+        return Err(Error::Config(format!(
+            "cached token id {bad} is outside the student vocabulary ({})",
+            z.len()
+        )));
+    }
+    tot.topk_positions += 1;
+    tot.teacher_hits += usize::from(ids[0] == label);
+    tot.agree += usize::from(ids[0] as usize == best);
+    if !temps.contains(&1.0) {
+        return Ok(());
+    }
+    let (p, p_rest) = topk.probs(m, temps, 1.0)?;
+    let max = f64::from(max);
+    let total: f64 = z.iter().map(|&x| (f64::from(x) - max).exp()).sum();
+    let log_total = total.ln();
+    let mut support = 0f64;
+    let mut kl = 0f64;
+    for (&id, &pi) in ids.iter().zip(&p) {
+        let shifted = f64::from(z[id as usize]) - max;
+        support += shifted.exp();
+        if pi > 0.0 {
+            kl += f64::from(pi) * (f64::from(pi).ln() - (shifted - log_total));
+        }
+    }
+    if p_rest > 0.0 {
+        let log_q_rest = (total - support).max(f64::MIN_POSITIVE).ln() - log_total;
+        kl += f64::from(p_rest) * (f64::from(p_rest).ln() - log_q_rest);
+    }
+    tot.kl += kl;
+    tot.kl_positions += 1;
+    Ok(())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    dot / (na.sqrt() * nb.sqrt()).max(1e-12)
+}
+
+/// The padded model input of `records` and their flat masked positions `b * L + pos`.
+fn batch_input(records: &[Record], pad: u32, device: &Device) -> Result<(BertInput, Tensor)> {
+    let (b, l) = (
+        records.len(),
+        records.iter().map(|r| r.input_ids.len()).max().unwrap_or(0),
+    );
+    let (mut ids, mut types, mut mask) = (vec![pad; b * l], vec![0u32; b * l], vec![0u32; b * l]);
+    let mut flat = Vec::new();
+    for (r, rec) in records.iter().enumerate() {
+        let n = rec.input_ids.len();
+        ids[r * l..r * l + n].copy_from_slice(&rec.input_ids);
+        if let Some(t) = &rec.token_type_ids {
+            types[r * l..r * l + n].copy_from_slice(t);
+        }
+        mask[r * l..r * l + n].fill(1);
+        flat.extend(rec.mlm_positions.iter().map(|&p| (r * l) as u32 + p));
+    }
+    let input = BertInput {
+        input_ids: Tensor::from_vec(ids, (b, l), device)?,
+        token_type_ids: Some(Tensor::from_vec(types, (b, l), device)?),
+        attention_mask: Some(Tensor::from_vec(mask, (b, l), device)?),
+    };
+    let n = flat.len();
+    Ok((input, Tensor::from_vec(flat, n, device)?))
+}
+
+/// One eval-mode forward pass: MLM logits at `flat` (row-major, f32), the last hidden state,
+/// and the seconds it took (device synchronised).
+fn forward(model: &Bert, input: &BertInput, flat: &Tensor) -> Result<(Vec<f32>, Tensor, f64)> {
+    let start = Instant::now();
+    let out = model.encode(input, &[], &mut ForwardCtx::eval())?;
+    let hidden = out.last_hidden_state().clone();
+    let logits = if flat.dim(0)? > 0 {
+        Some(model.mlm_logits(&gather_positions(&hidden, flat)?)?)
+    } else {
+        None
+    };
+    hidden.device().synchronize()?;
+    let secs = start.elapsed().as_secs_f64();
+    let logits = match logits {
+        Some(l) => l.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+        None => Vec::new(),
+    };
+    Ok((logits, hidden, secs))
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{x:.4}"))
+}
+
+impl fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "student {} on cache {}: {} records, {} tokens, {} masked positions\n",
+            self.student,
+            self.cache,
+            self.records,
+            thousands(self.tokens),
+            thousands(self.masked_positions)
+        )?;
+        writeln!(f, "{:<26}{:>14}{:>14}", "", "teacher", "student")?;
+        let row = |f: &mut fmt::Formatter<'_>, name: &str, t: String, s: String, c: String| {
+            writeln!(f, "{name:<26}{t:>14}{s:>14}   {c}")
+        };
+        let (sl, tl) = self.layers;
+        row(f, "layers", tl.to_string(), sl.to_string(), String::new())?;
+        let (sh, th) = self.hidden_size;
+        row(
+            f,
+            "hidden size",
+            th.to_string(),
+            sh.to_string(),
+            String::new(),
+        )?;
+        let smaller = format!("{:.1}% smaller", 100.0 * self.smaller);
+        let (tp, sp) = (
+            thousands(self.teacher_params),
+            thousands(self.student_params),
+        );
+        row(f, "parameters", tp, sp, smaller.clone())?;
+        let speed = self.speedup.map(|s| {
+            let pct = 100.0 * (s - 1.0).abs();
+            let word = if s >= 1.0 { "faster" } else { "slower" };
+            format!("{s:.2}x ({pct:.0}% {word})")
+        });
+        let tps = |v: f64| thousands(v.round() as usize);
+        let t_tps = self.teacher_tokens_per_s.map_or("-".into(), tps);
+        let s_tps = tps(self.student_tokens_per_s);
+        row(
+            f,
+            "tokens/s",
+            t_tps,
+            s_tps,
+            speed.clone().unwrap_or_default(),
+        )?;
+        let kept = self
+            .retained
+            .map(|r| format!("{:.1}% of the teacher", 100.0 * r));
+        let s1 = format!("{:.4}", self.student_top1);
+        let c = kept.clone().unwrap_or_default();
+        row(f, "masked-token top-1", opt(self.teacher_top1), s1, c)?;
+        let dash = || "-".to_string();
+        row(
+            f,
+            "top-1 agreement",
+            dash(),
+            opt(self.agreement),
+            String::new(),
+        )?;
+        let kl_note = self
+            .topk
+            .map_or(String::new(), |k| format!("nats/position, top-{k} + rest"));
+        row(f, "KL(teacher || student)", dash(), opt(self.kl), kl_note)?;
+        let cos = opt(self.hidden_cosine);
+        row(f, "last hidden cosine", dash(), cos, String::new())?;
+        let mut summary = vec![smaller];
+        summary.extend(speed.map(|s| s.split(['(', ')']).nth(1).unwrap_or("").to_string()));
+        summary.extend(kept);
+        writeln!(f, "\n{}", summary.join(", "))?;
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        Ok(())
+    }
+}

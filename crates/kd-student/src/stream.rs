@@ -1,0 +1,211 @@
+//! Streaming a cache for training: the plan of an epoch (which masked view, shard order,
+//! shuffle windows, length-grouped batches), a pure function of (seed, epoch) so resumed runs
+//! see the same order, and a thread that decodes ahead with bounded memory.
+
+use crate::{Error, Result};
+use kd_cache::reader::CacheReader;
+use kd_cache::Record;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+/// How batches are formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// Sequences per batch.
+    pub batch_size: usize,
+    /// Records per shuffle window (also the decode-ahead memory bound).
+    pub window_records: usize,
+    /// Batches decoded ahead of the trainer.
+    pub prefetch_batches: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            window_records: 1024,
+            prefetch_batches: 8,
+        }
+    }
+}
+
+/// A run of consecutive records of one shard, batched by length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Shard index.
+    pub shard: usize,
+    /// Global record range (within the shard).
+    pub records: std::ops::Range<usize>,
+    /// Batches of global record indices.
+    pub batches: Vec<Vec<usize>>,
+}
+
+/// A cache opened for training: the reader, each shard's masked epoch, each record's length.
+pub struct CachePlan {
+    reader: Arc<CacheReader>,
+    shard_epochs: Vec<u32>,
+    lengths: Vec<u32>,
+    cache_epochs: u32,
+}
+
+fn rng_for(seed: u64, epoch: u64, what: &[u8]) -> ChaCha8Rng {
+    let mut h = Sha256::new();
+    h.update(b"kd-student/stream/v1\0");
+    h.update(what);
+    h.update(seed.to_le_bytes());
+    h.update(epoch.to_le_bytes());
+    ChaCha8Rng::from_seed(h.finalize().into())
+}
+
+fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
+    for i in (1..v.len()).rev() {
+        let j = rng.random_range(0..=i);
+        v.swap(i, j);
+    }
+}
+
+impl CachePlan {
+    /// Opens the cache and reads each record's length once (one decoding pass).
+    pub fn open(reader: Arc<CacheReader>) -> Result<Self> {
+        let mut shard_epochs = Vec::with_capacity(reader.num_shards());
+        let mut lengths = Vec::with_capacity(reader.len());
+        for s in 0..reader.num_shards() {
+            let mut epoch = None;
+            for rec in reader.iter_shard(s) {
+                let rec = rec?;
+                epoch.get_or_insert(rec.epoch);
+                lengths.push(rec.input_ids.len() as u32);
+            }
+            shard_epochs.push(epoch.unwrap_or(0));
+        }
+        let cache_epochs = reader.manifest().epochs.max(1);
+        Ok(Self {
+            reader,
+            shard_epochs,
+            lengths,
+            cache_epochs,
+        })
+    }
+
+    /// The reader.
+    pub fn reader(&self) -> &Arc<CacheReader> {
+        &self.reader
+    }
+
+    /// Records of the masked view training epoch `epoch` uses (views are used in turn).
+    pub fn records_in_epoch(&self, epoch: u64) -> usize {
+        let view = (epoch % u64::from(self.cache_epochs)) as u32;
+        (0..self.shard_epochs.len())
+            .filter(|&s| self.shard_epochs[s] == view)
+            .map(|s| self.reader.shard_range(s).len())
+            .sum()
+    }
+
+    /// The windows of training epoch `epoch`: the shards of masked view `epoch % views` in a
+    /// seeded order, each cut into windows of `window_records`; in each window records are
+    /// sorted by length, cut into batches, and the batches shuffled.
+    pub fn epoch_windows(&self, seed: u64, epoch: u64, cfg: &StreamConfig) -> Vec<Window> {
+        let view = (epoch % u64::from(self.cache_epochs)) as u32;
+        let mut shards: Vec<usize> = (0..self.shard_epochs.len())
+            .filter(|&s| self.shard_epochs[s] == view)
+            .collect();
+        shuffle(&mut shards, &mut rng_for(seed, epoch, b"shards"));
+        let mut rng = rng_for(seed, epoch, b"batches");
+        let mut windows = Vec::new();
+        for s in shards {
+            let range = self.reader.shard_range(s);
+            let mut start = range.start;
+            while start < range.end {
+                let end = (start + cfg.window_records.max(1)).min(range.end);
+                let mut idx: Vec<usize> = (start..end).collect();
+                idx.sort_by_key(|&i| (self.lengths[i], i));
+                let mut batches: Vec<Vec<usize>> = idx
+                    .chunks(cfg.batch_size.max(1))
+                    .map(<[usize]>::to_vec)
+                    .collect();
+                shuffle(&mut batches, &mut rng);
+                windows.push(Window {
+                    shard: s,
+                    records: start..end,
+                    batches,
+                });
+                start = end;
+            }
+        }
+        windows
+    }
+}
+
+/// A decoded batch: its record indices and records.
+pub type DecodedBatch = (Vec<usize>, Vec<Record>);
+
+/// Decodes the batches of a plan ahead of the trainer on its own thread; at most
+/// `prefetch_batches` batches plus one window of records are held in memory.
+pub struct Prefetcher {
+    rx: Receiver<Result<DecodedBatch>>,
+    _handle: std::thread::JoinHandle<()>,
+}
+
+impl Prefetcher {
+    /// Starts decoding `windows` from batch number `skip` on (earlier batches are skipped;
+    /// whole windows before it are not decoded).
+    pub fn start(
+        reader: Arc<CacheReader>,
+        windows: Vec<Window>,
+        skip: usize,
+        depth: usize,
+    ) -> Self {
+        let (tx, rx) = sync_channel(depth.max(1));
+        let handle = std::thread::spawn(move || {
+            let mut seen = 0usize;
+            for w in windows {
+                let n = w.batches.len();
+                if seen + n <= skip {
+                    seen += n;
+                    continue;
+                }
+                let first = reader.shard_range(w.shard).start;
+                let records: Result<Vec<Record>> = reader
+                    .iter_shard(w.shard)
+                    .skip(w.records.start - first)
+                    .take(w.records.len())
+                    .map(|r| r.map_err(Error::from))
+                    .collect();
+                let records = match records {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                for b in w.batches {
+                    seen += 1;
+                    if seen <= skip {
+                        continue;
+                    }
+                    let recs = b
+                        .iter()
+                        .map(|&i| records[i - w.records.start].clone())
+                        .collect();
+                    if tx.send(Ok((b, recs))).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Self {
+            rx,
+            _handle: handle,
+        }
+    }
+
+    /// The next decoded batch, or an error when the plan is exhausted.
+    pub fn next(&self) -> Result<DecodedBatch> {
+        self.rx
+            .recv()
+            .map_err(|_| Error::Config("the cache reader stopped early".into()))?
+    }
+}

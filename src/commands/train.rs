@@ -1,0 +1,139 @@
+//! `kd train`: train a student from a teacher cache, without the teacher in memory.
+
+use super::GlobalArgs;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kd_student::distil::{run_distil, DistilConfig};
+use kd_student::init::{parse_layers, student_from_config_file, student_from_teacher};
+use std::path::PathBuf;
+
+/// Arguments of `kd train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The teacher cache (from `kd precompute`).
+    #[arg(long)]
+    cache: PathBuf,
+    /// Output directory (model/, metrics.jsonl, checkpoints/, report.json); a rerun resumes.
+    #[arg(long)]
+    out: PathBuf,
+    /// TOML file with a `[train]` table (a DistilConfig); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// DistilBERT init: the teacher directory whose layers, embeddings and MLM head are copied.
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Teacher layers to copy, 0-based (e.g. 0,2,4).
+    #[arg(long)]
+    layers: Option<String>,
+    /// Or a fresh student from this config.json (with --tokenizer-from).
+    #[arg(long)]
+    student_config: Option<PathBuf>,
+    /// Directory whose tokenizer a fresh student uses.
+    #[arg(long)]
+    tokenizer_from: Option<PathBuf>,
+    /// Passes over the cache (each uses the next masked view).
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Stop after N optimizer steps.
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Sequences per micro-batch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Micro-batches per optimizer step.
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    /// Seed of data order and dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Soft-target temperature.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Weights of the soft-target, MLM and cosine terms (e.g. 5,2,1).
+    #[arg(long)]
+    weights: Option<String>,
+    /// Soft targets from `topk` or `sampled` records.
+    #[arg(long)]
+    soft_targets: Option<String>,
+}
+
+/// Runs `kd train`.
+pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
+    let mut c: DistilConfig = super::finetune::from_file(&a.config, "train")?;
+    c.cache = a.cache.clone();
+    c.out = a.out.clone();
+    if a.teacher.is_some() {
+        c.student.teacher = a.teacher.clone();
+    }
+    if let Some(l) = &a.layers {
+        c.student.layers = parse_layers(l)?;
+    }
+    if a.student_config.is_some() {
+        c.student.config = a.student_config.clone();
+    }
+    if a.tokenizer_from.is_some() {
+        c.student.tokenizer_from = a.tokenizer_from.clone();
+    }
+    let t = &mut c.train;
+    t.epochs = a.epochs.unwrap_or(t.epochs);
+    t.max_steps = a.max_steps.or(t.max_steps);
+    t.lr = a.lr.unwrap_or(t.lr);
+    t.grad_accum = a.grad_accum.unwrap_or(t.grad_accum);
+    t.seed = a.seed.unwrap_or(t.seed);
+    c.batch_size = a.batch_size.unwrap_or(c.batch_size);
+    if let Some(v) = a.temperature {
+        c.loss.temperature = v;
+    }
+    if let Some(w) = &a.weights {
+        let v: Vec<f64> = w
+            .split(',')
+            .map(|x| x.trim().parse::<f64>())
+            .collect::<std::result::Result<_, _>>()
+            .with_context(|| format!("--weights {w:?}: expected three numbers like 5,2,1"))?;
+        let [ce, mlm, cos] = v[..] else {
+            bail!("--weights {w:?}: expected three numbers (ce, mlm, cos)");
+        };
+        (c.loss.ce, c.loss.mlm, c.loss.cos) = (ce, mlm, cos);
+    }
+    if let Some(s) = &a.soft_targets {
+        c.loss.soft_targets = s.clone();
+    }
+    let device = global.device()?;
+    let (student, tokenizer_dir) = match (&c.student.teacher, &c.student.config) {
+        (Some(teacher), None) => {
+            if c.student.layers.is_empty() {
+                bail!("--teacher needs --layers (e.g. 0,2,4)");
+            }
+            let tok = c
+                .student
+                .tokenizer_from
+                .clone()
+                .unwrap_or_else(|| teacher.clone());
+            (
+                student_from_teacher(teacher, &c.student.layers, c.train.seed, &device)?,
+                tok,
+            )
+        }
+        (None, Some(config)) => {
+            let tok = c
+                .student
+                .tokenizer_from
+                .clone()
+                .context("--student-config needs --tokenizer-from DIR")?;
+            (
+                student_from_config_file(config, c.train.seed, &device)?,
+                tok,
+            )
+        }
+        _ => {
+            bail!("give either --teacher DIR --layers L (DistilBERT init) or --student-config FILE")
+        }
+    };
+    let report = run_distil(&c, &student, &tokenizer_dir, &device)
+        .with_context(|| format!("train from {}", c.cache.display()))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
