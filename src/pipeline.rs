@@ -17,6 +17,8 @@
 //! Any key can be overridden from the command line with `--set steps.0.train.lr=1e-4`.
 
 use anyhow::{bail, Context, Result};
+use kd_precompute::PrecomputeConfig;
+use kd_student::distil::DistilConfig;
 use kd_teacher::classify::ClassifyConfig;
 use kd_teacher::mlm::MlmConfig;
 use serde::Deserialize;
@@ -60,6 +62,10 @@ pub enum Step {
     FinetuneMlm(MlmConfig),
     /// `kd finetune --objective classify`.
     FinetuneClassify(ClassifyConfig),
+    /// `kd precompute`.
+    Precompute(Box<PrecomputeConfig>),
+    /// `kd train`.
+    Train(Box<DistilConfig>),
 }
 
 impl Step {
@@ -68,6 +74,8 @@ impl Step {
         match self {
             Step::FinetuneMlm(_) => "finetune_mlm",
             Step::FinetuneClassify(_) => "finetune_classify",
+            Step::Precompute(_) => "precompute",
+            Step::Train(_) => "train",
         }
     }
 }
@@ -134,6 +142,22 @@ mod tests {
     fn default_pipeline_parses() {
         let p = parse(DEFAULT_PIPELINE, "default", &[]).unwrap();
         assert!(!p.steps.is_empty());
+    }
+
+    #[test]
+    fn every_shipped_pipeline_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let p = parse(&text, &path.display().to_string(), &[]).unwrap();
+                assert!(!p.steps.is_empty(), "{}", path.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 3);
     }
 
     #[test]

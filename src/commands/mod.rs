@@ -5,6 +5,7 @@
 
 mod cache;
 mod embed;
+mod eval;
 mod fill_mask;
 mod finetune;
 mod info;
@@ -54,6 +55,8 @@ pub enum Command {
     Cache(cache::CacheArgs),
     /// Train a student from a teacher cache, without the teacher in memory.
     Train(train::TrainArgs),
+    /// Evaluate a student against a held-out cache
+    Eval(eval::EvalArgs),
     /// Run a whole pipeline from a TOML file (or the embedded default).
     Run(run::RunArgs),
 }
@@ -69,6 +72,7 @@ impl Command {
             Command::Precompute(args) => precompute::run(&args, global),
             Command::Cache(args) => cache::run(&args),
             Command::Train(args) => train::run(&args, global),
+            Command::Eval(args) => eval::run(&args, global),
             Command::Run(args) => run::run(&args, global),
         }
     }

@@ -5,6 +5,8 @@ use super::GlobalArgs;
 use crate::pipeline::{self, Step, DEFAULT_PIPELINE, FETCH_SCRIPT};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use kd_precompute::run_precompute;
+use kd_student::distil::train_student;
 use kd_teacher::classify::run_classify;
 use kd_teacher::mlm::run_mlm;
 use std::io::Write;
@@ -73,6 +75,8 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
         let report = match step {
             Step::FinetuneMlm(c) => serde_json::to_value(run_mlm(c, &device)?)?,
             Step::FinetuneClassify(c) => serde_json::to_value(run_classify(c, &device)?)?,
+            Step::Precompute(c) => serde_json::to_value(run_precompute(c, &device)?)?,
+            Step::Train(c) => serde_json::to_value(train_student(c, &device)?)?,
         };
         let line = serde_json::json!({"pipeline": p.name, "step": i, "kind": step.kind(),
             "seconds": started.elapsed().as_secs_f64(), "report": report});

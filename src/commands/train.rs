@@ -3,8 +3,8 @@
 use super::GlobalArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kd_student::distil::{run_distil, DistilConfig};
-use kd_student::init::{parse_layers, student_from_config_file, student_from_teacher};
+use kd_student::distil::{train_student, DistilConfig};
+use kd_student::init::parse_layers;
 use std::path::PathBuf;
 
 /// Arguments of `kd train`.
@@ -101,38 +101,7 @@ pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(s) = &a.soft_targets {
         c.loss.soft_targets = s.clone();
     }
-    let device = global.device()?;
-    let (student, tokenizer_dir) = match (&c.student.teacher, &c.student.config) {
-        (Some(teacher), None) => {
-            if c.student.layers.is_empty() {
-                bail!("--teacher needs --layers (e.g. 0,2,4)");
-            }
-            let tok = c
-                .student
-                .tokenizer_from
-                .clone()
-                .unwrap_or_else(|| teacher.clone());
-            (
-                student_from_teacher(teacher, &c.student.layers, c.train.seed, &device)?,
-                tok,
-            )
-        }
-        (None, Some(config)) => {
-            let tok = c
-                .student
-                .tokenizer_from
-                .clone()
-                .context("--student-config needs --tokenizer-from DIR")?;
-            (
-                student_from_config_file(config, c.train.seed, &device)?,
-                tok,
-            )
-        }
-        _ => {
-            bail!("give either --teacher DIR --layers L (DistilBERT init) or --student-config FILE")
-        }
-    };
-    let report = run_distil(&c, &student, &tokenizer_dir, &device)
+    let report = train_student(&c, &global.device()?)
         .with_context(|| format!("train from {}", c.cache.display()))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

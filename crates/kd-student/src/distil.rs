@@ -317,6 +317,46 @@ impl DistilTask<'_> {
     }
 }
 
+/// Builds the student `spec` describes (DistilBERT init from teacher layers, or a fresh
+/// config) and returns it with the directory whose tokenizer it uses.
+pub fn build_student(
+    spec: &StudentSpec,
+    seed: u64,
+    device: &Device,
+) -> Result<(LoadedModel, PathBuf)> {
+    match (&spec.teacher, &spec.config) {
+        (Some(teacher), None) => {
+            if spec.layers.is_empty() {
+                return Err(Error::Config(
+                    "student: a teacher needs a list of layers to copy (e.g. 0,2,4)".into(),
+                ));
+            }
+            let tok = spec
+                .tokenizer_from
+                .clone()
+                .unwrap_or_else(|| teacher.clone());
+            let student = crate::init::student_from_teacher(teacher, &spec.layers, seed, device)?;
+            Ok((student, tok))
+        }
+        (None, Some(config)) => {
+            let tok = spec.tokenizer_from.clone().ok_or_else(|| {
+                Error::Config("student: a fresh config needs tokenizer_from = DIR".into())
+            })?;
+            let student = crate::init::student_from_config_file(config, seed, device)?;
+            Ok((student, tok))
+        }
+        _ => Err(Error::Config(
+            "student: give either teacher + layers (DistilBERT init) or config".into(),
+        )),
+    }
+}
+
+/// Builds the student and trains it (see [`run_distil`]).
+pub fn train_student(cfg: &DistilConfig, device: &Device) -> Result<DistilReport> {
+    let (student, tokenizer_dir) = build_student(&cfg.student, cfg.train.seed, device)?;
+    run_distil(cfg, &student, &tokenizer_dir, device)
+}
+
 /// The targets the losses of `loss` need from a cache whose teacher has `layers` layers.
 fn needed_targets(loss: &DistilLoss, layers: u32) -> TargetSpec {
     let mut spec = TargetSpec::default();
