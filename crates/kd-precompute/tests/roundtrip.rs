@@ -4,8 +4,8 @@
 //! stored values must match within the bound of their precision (`schemas/cache-v1.md` 2.1).
 //!
 //! The teacher is run twice per record: in the producer's padded, length-sorted batches (the
-//! f32 values must then be bit-equal) and alone without padding (a different summation order,
-//! so f32 values are compared to 1e-5).
+//! f32 values must then be bit-equal) and alone without padding (another batch shape, which may
+//! change the summation order, so there f32 values are compared to 1e-5).
 
 mod common;
 
@@ -178,6 +178,11 @@ fn check_tensor(stored: &Quantized, batched: &[f32], alone: &[f32], what: &str, 
 fn check_topk(topk: &TopK, logits: &[f32], vocab: usize, temps: &[f32], e: &mut MaxErrors) {
     let k = topk.logits.cols();
     assert_eq!(temps, [1.0], "these tests store T = 1 only");
+    assert_eq!(
+        logits.len(),
+        topk.positions() * vocab,
+        "teacher logits per position"
+    );
     for (m, row) in logits.chunks(vocab).enumerate() {
         let mut ids: Vec<u32> = (0..vocab as u32).collect();
         ids.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
@@ -254,7 +259,7 @@ fn check_record(
             e,
         );
     }
-    let vocab = batched.mlm_logits.len() / masked.positions.len().max(1);
+    let vocab = m.teacher.config["vocab_size"].as_u64().expect("vocab_size") as usize;
     if let Some(t) = &spec.mlm_topk {
         let topk = rec.mlm_topk.as_ref().expect("top-k stored");
         assert_eq!(topk.positions(), masked.positions.len(), "{at}: top-k rows");
