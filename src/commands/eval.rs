@@ -27,6 +27,9 @@ pub struct EvalArgs {
     /// Evaluate at most N records (in cache order).
     #[arg(long, value_name = "N")]
     max_records: Option<usize>,
+    /// Time each batch N times and keep the fastest (steadier on a busy machine).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    timing_repeats: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -42,6 +45,7 @@ pub fn run(a: &EvalArgs, global: &GlobalArgs) -> Result<()> {
         teacher: a.teacher.clone(),
         batch_size: a.batch_size,
         max_records: a.max_records,
+        timing_repeats: a.timing_repeats,
     };
     let report = evaluate_student(&a.student, &a.cache, &opts, &global.device()?)
         .with_context(|| format!("cannot evaluate {}", a.student.display()))?;

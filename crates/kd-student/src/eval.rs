@@ -16,14 +16,18 @@
 //!
 //! Size: parameters of both as masked-LM models (the decoder tied), from the config arithmetic.
 //! Speed: real tokens per second of the forward pass (encoder + MLM head at the masked
-//! positions) of student and teacher on the same batches in the same run (needs the teacher).
+//! positions) of student and teacher on the same batches in the same run (needs the teacher),
+//! alternating which runs first, after one untimed pass each; with `timing_repeats > 1` each
+//! batch counts its fastest pass.
 
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use kd_bert::checkpoint::find_weights;
 use kd_bert::model::gather_positions;
 use kd_bert::tokenizer::{sha256_file, tokenizer_source};
-use kd_bert::{load_model, Architecture, Bert, BertConfig, BertInput, ForwardCtx, LoadOptions};
+use kd_bert::{
+    load_model, Architecture, Bert, BertConfig, BertInput, ForwardCtx, LoadOptions, LoadedModel,
+};
 use kd_cache::{CacheReader, Expectation, Record, TargetSpec};
 use serde::Serialize;
 use std::fmt;
@@ -39,6 +43,8 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// Evaluate at most this many records (cache order).
     pub max_records: Option<usize>,
+    /// Time each batch this many times and keep the fastest (steadier on a busy machine).
+    pub timing_repeats: usize,
 }
 
 impl Default for EvalOptions {
@@ -47,6 +53,7 @@ impl Default for EvalOptions {
             teacher: None,
             batch_size: 32,
             max_records: None,
+            timing_repeats: 1,
         }
     }
 }
@@ -140,154 +147,119 @@ pub fn evaluate_student(
     let reader = CacheReader::open(cache_dir)?;
     let manifest = reader.manifest();
     let sha = sha256_file(&tokenizer_source(student_dir)?)?;
+    let expect = Expectation::new(TargetSpec::default()).tokenizer(sha);
     let expect = Expectation {
         allow_partial: true,
-        ..Expectation::new(TargetSpec::default()).tokenizer(sha)
+        ..expect
     };
-    manifest.check_compatible(&expect).map_err(|e| {
-        Error::Config(format!(
-            "cache {} does not fit student {}: {e}",
-            cache_dir.display(),
-            student_dir.display()
-        ))
-    })?;
-    let mlm = |dir: &Path, fresh_heads| {
-        let o = LoadOptions {
-            architecture: Some(Architecture::MaskedLm),
-            fresh_heads,
-            device: device.clone(),
-            ..LoadOptions::default()
-        };
-        load_model(dir, &o)
-    };
-    let student = mlm(student_dir, false).map_err(|e| match e {
+    let (cache, name) = (cache_dir.display(), student_dir.display());
+    manifest
+        .check_compatible(&expect)
+        .map_err(|e| Error::Config(format!("cache {cache} does not fit student {name}: {e}")))?;
+    let student = load_mlm(student_dir, false, device).map_err(|e| match e {
         kd_bert::Error::Mismatch { .. } => Error::Config(format!(
-            "student {} is not a masked-LM model (kd eval scores its MLM head): {e}",
-            student_dir.display()
+            "student {name} is not a masked-LM model (kd eval scores its MLM head): {e}"
         )),
         e => e.into(),
     })?;
-    let s_model = student.inference_model()?;
-    let s_cfg = &student.model.config;
+    let (s_model, s_cfg) = (student.inference_model()?, &student.model.config);
+    let cache_cfg: BertConfig = serde_json::from_value(manifest.teacher.config.clone())
+        .map_err(|e| Error::Config(format!("cache {cache}: teacher config: {e}")))?;
     let mut notes = Vec::new();
-    let mut t_cfg: BertConfig =
-        serde_json::from_value(manifest.teacher.config.clone()).map_err(|e| {
-            Error::Config(format!(
-                "cache {}: teacher config: {e}",
-                cache_dir.display()
-            ))
-        })?;
-    let cache_teacher_layers = t_cfg.num_hidden_layers;
-    let teacher = match &opts.teacher {
+    let (teacher, t_cfg) = match &opts.teacher {
         Some(dir) => {
             // A teacher without an MLM head gets a fresh one: it is only timed.
-            let t = mlm(dir, true)?;
+            let t = load_mlm(dir, true, device)?;
             if sha256_file(&find_weights(dir)?)? != manifest.teacher.weights_sha256 {
                 notes.push(format!(
-                    "{} is not the teacher that made the cache: its speed is measured here, \
-                     the teacher accuracy comes from the cache",
+                    "{} is not the teacher that made the cache: it is timed here, the teacher \
+                     accuracy comes from the cache",
                     dir.display()
                 ));
             }
-            t_cfg = t.model.config.clone();
-            Some(t.inference_model()?)
+            (Some(t.inference_model()?), t.model.config.clone())
         }
         None => {
             notes.push("teacher speed not measured: pass --teacher DIR".into());
-            None
+            (None, cache_cfg.clone())
         }
     };
-    if s_cfg.vocab_size != t_cfg.vocab_size {
+    if s_cfg.vocab_size != cache_cfg.vocab_size {
         return Err(Error::Config(format!(
-            "student vocabulary {} != teacher vocabulary {}",
-            s_cfg.vocab_size, t_cfg.vocab_size
+            "student vocabulary {} != the cache teacher's {}",
+            s_cfg.vocab_size, cache_cfg.vocab_size
         )));
     }
     let topk_spec = manifest.targets.mlm_topk.clone();
-    let temps = topk_spec
-        .as_ref()
-        .map(|s| s.temperatures.clone())
-        .unwrap_or_default();
-    match &topk_spec {
-        None => notes.push("no mlm-topk in the cache: no teacher accuracy, agreement or KL".into()),
-        Some(_) if !temps.contains(&1.0) => {
-            notes.push("the cache has no log-partition at T = 1: no KL".into())
-        }
-        _ => {}
+    let temps = topk_spec.as_ref().map(|s| s.temperatures.clone());
+    let temps = temps.unwrap_or_default();
+    if topk_spec.is_none() {
+        notes.push("no mlm-topk in the cache: no teacher accuracy, agreement or KL".into());
+    } else if !temps.contains(&1.0) {
+        notes.push("the cache has no log-partition at T = 1: no KL".into());
     }
-    let hidden_slot = manifest.targets.hidden.as_ref().and_then(|h| {
-        h.layers
-            .iter()
-            .position(|&l| l as usize == cache_teacher_layers)
-    });
-    let hidden_slot = match hidden_slot {
-        None => {
-            notes
-                .push("no hidden state of the teacher's last layer in the cache: no cosine".into());
-            None
-        }
-        Some(_) if t_cfg.hidden_size != s_cfg.hidden_size => {
-            notes.push(format!(
-                "hidden sizes differ (student {}, teacher {}): no cosine",
-                s_cfg.hidden_size, t_cfg.hidden_size
-            ));
-            None
-        }
-        slot => slot,
-    };
+    let last = cache_cfg.num_hidden_layers as u32;
+    let slot =
+        (manifest.targets.hidden.as_ref()).and_then(|h| h.layers.iter().position(|&l| l == last));
+    let widths = (s_cfg.hidden_size, cache_cfg.hidden_size);
+    if slot.is_none() {
+        notes.push("no hidden state of the teacher's last layer in the cache: no cosine".into());
+    } else if widths.0 != widths.1 {
+        notes.push(format!(
+            "hidden sizes differ (student {}, teacher {}): no cosine",
+            widths.0, widths.1
+        ));
+    }
+    let hidden_slot = slot.filter(|_| widths.0 == widths.1);
 
     let mut tot = Totals::default();
-    let limit = opts.max_records.unwrap_or(usize::MAX);
-    let mut records = reader.iter().take(limit);
-    let mut first = true;
-    loop {
-        let chunk: Vec<Record> = records
-            .by_ref()
-            .take(opts.batch_size.max(1))
+    let mut records = reader.iter().take(opts.max_records.unwrap_or(usize::MAX));
+    for batch in 0.. {
+        let chunk: Vec<Record> = (records.by_ref().take(opts.batch_size.max(1)))
             .collect::<std::result::Result<_, _>>()?;
         if chunk.is_empty() {
             break;
         }
         let (input, flat) = batch_input(&chunk, s_cfg.pad_token_id, device)?;
-        if first {
+        let time_teacher = || -> Result<f64> {
+            match &teacher {
+                Some(t) => Ok(forward(t, &input, &flat)?.2),
+                None => Ok(0.0),
+            }
+        };
+        if batch == 0 {
+            // Warm-up, untimed.
             forward(&s_model, &input, &flat)?;
-            if let Some(t) = &teacher {
-                forward(t, &input, &flat)?;
-            }
-            first = false;
+            time_teacher()?;
         }
-        let (logits, hidden, secs) = forward(&s_model, &input, &flat)?;
-        tot.student_s += secs;
-        if let Some(t) = &teacher {
-            tot.teacher_s += forward(t, &input, &flat)?.2;
-        }
-        let hidden = hidden_slot
-            .map(|_| hidden.to_dtype(DType::F32)?.to_vec3::<f32>())
-            .transpose()?;
-        let vocab = s_cfg.vocab_size;
-        let mut row = 0;
-        for (r, rec) in chunk.iter().enumerate() {
-            tot.records += 1;
-            tot.tokens += rec.input_ids.len();
-            for (m, &label) in rec.mlm_labels.iter().enumerate() {
-                let z = &logits[row * vocab..(row + 1) * vocab];
-                row += 1;
-                score_position(&mut tot, z, label, rec, m, &temps)?;
+        let (mut s_best, mut t_best, mut outputs) = (f64::INFINITY, f64::INFINITY, None);
+        for rep in 0..opts.timing_repeats.max(1) {
+            // Alternate which model runs first, so neither always finds the caches warm.
+            let teacher_first = (batch + rep) % 2 == 1;
+            if teacher_first {
+                t_best = t_best.min(time_teacher()?);
             }
-            if let (Some(slot), Some(h)) = (hidden_slot, &hidden) {
-                let values = rec.hidden[slot].values.decode();
-                let width = rec.hidden[slot].values.cols();
-                for (l, t) in values.chunks_exact(width).enumerate() {
-                    tot.cos += cosine(&h[r][l], t);
-                    tot.cos_tokens += 1;
-                }
+            let (logits, hidden, secs) = forward(&s_model, &input, &flat)?;
+            s_best = s_best.min(secs);
+            outputs.get_or_insert((logits, hidden));
+            if !teacher_first {
+                t_best = t_best.min(time_teacher()?);
             }
         }
+        (tot.student_s, tot.teacher_s) = (tot.student_s + s_best, tot.teacher_s + t_best);
+        let (logits, hidden) = outputs.expect("at least one forward pass");
+        let hidden = (hidden_slot.map(|_| hidden.to_dtype(DType::F32)?.to_vec3())).transpose()?;
+        tot.add_batch(
+            &chunk,
+            &logits,
+            s_cfg.vocab_size,
+            hidden.zip(hidden_slot),
+            &temps,
+        )?;
     }
     if tot.records == 0 {
         return Err(Error::Config(format!(
-            "cache {} has no record to evaluate",
-            cache_dir.display()
+            "cache {cache} has no record to evaluate"
         )));
     }
     let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
@@ -295,13 +267,14 @@ pub fn evaluate_student(
     let student_top1 = ratio(tot.student_hits, tot.positions).unwrap_or(0.0);
     let teacher_top1 = ratio(tot.teacher_hits, tot.topk_positions).filter(|_| has_topk);
     let (student_params, teacher_params) = (mlm_param_count(s_cfg), mlm_param_count(&t_cfg));
-    let student_tps = tot.tokens as f64 / tot.student_s.max(1e-12);
-    let teacher_tps = teacher
-        .as_ref()
-        .map(|_| tot.tokens as f64 / tot.teacher_s.max(1e-12));
+    let per_s = |secs: f64| tot.tokens as f64 / secs.max(1e-12);
+    let (student_tps, teacher_tps) = (
+        per_s(tot.student_s),
+        teacher.as_ref().map(|_| per_s(tot.teacher_s)),
+    );
     Ok(EvalReport {
-        student: student_dir.display().to_string(),
-        cache: cache_dir.display().to_string(),
+        student: name.to_string(),
+        cache: cache.to_string(),
         teacher: opts.teacher.as_ref().map(|d| d.display().to_string()),
         records: tot.records,
         tokens: tot.tokens,
@@ -325,60 +298,103 @@ pub fn evaluate_student(
     })
 }
 
-/// Accuracy, agreement and KL at masked position `m` of `rec`, student logits `z`.
-fn score_position(
-    tot: &mut Totals,
-    z: &[f32],
-    label: u32,
-    rec: &Record,
-    m: usize,
-    temps: &[f32],
-) -> Result<()> {
-    let (mut best, mut max) = (0usize, f32::NEG_INFINITY);
-    for (v, &x) in z.iter().enumerate() {
-        if x > max {
-            (best, max) = (v, x);
-        }
-    }
-    tot.positions += 1;
-    tot.student_hits += usize::from(best as u32 == label);
-    let Some(topk) = &rec.mlm_topk else {
-        return Ok(());
+/// Loads `dir` as a `BertForMaskedLM` (`fresh_heads`: a missing MLM head is initialised).
+fn load_mlm(dir: &Path, fresh_heads: bool, device: &Device) -> kd_bert::Result<LoadedModel> {
+    let opts = LoadOptions {
+        architecture: Some(Architecture::MaskedLm),
+        fresh_heads,
+        device: device.clone(),
+        ..LoadOptions::default()
     };
-    let k = topk.logits.cols();
-    let ids = &topk.ids[m * k..(m + 1) * k];
-    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= z.len()) {
-        return Err(Error::Config(format!(
-            "cached token id {bad} is outside the student vocabulary ({})",
-            z.len()
-        )));
-    }
-    tot.topk_positions += 1;
-    tot.teacher_hits += usize::from(ids[0] == label);
-    tot.agree += usize::from(ids[0] as usize == best);
-    if !temps.contains(&1.0) {
-        return Ok(());
-    }
-    let (p, p_rest) = topk.probs(m, temps, 1.0)?;
-    let max = f64::from(max);
-    let total: f64 = z.iter().map(|&x| (f64::from(x) - max).exp()).sum();
-    let log_total = total.ln();
-    let mut support = 0f64;
-    let mut kl = 0f64;
-    for (&id, &pi) in ids.iter().zip(&p) {
-        let shifted = f64::from(z[id as usize]) - max;
-        support += shifted.exp();
-        if pi > 0.0 {
-            kl += f64::from(pi) * (f64::from(pi).ln() - (shifted - log_total));
+    load_model(dir, &opts)
+}
+
+impl Totals {
+    /// Scores one batch: student `logits` (one `vocab` row per masked position, in record
+    /// order) and, for the cosine, its last hidden states `[B, L, H]` with the slot of the
+    /// cached layer.
+    fn add_batch(
+        &mut self,
+        chunk: &[Record],
+        logits: &[f32],
+        vocab: usize,
+        hidden: Option<(Vec<Vec<Vec<f32>>>, usize)>,
+        temps: &[f32],
+    ) -> Result<()> {
+        let mut rows = logits.chunks_exact(vocab);
+        for (r, rec) in chunk.iter().enumerate() {
+            self.records += 1;
+            self.tokens += rec.input_ids.len();
+            for (m, &label) in rec.mlm_labels.iter().enumerate() {
+                let z = rows.next().expect("one logit row per masked position");
+                self.score_position(z, label, rec, m, temps)?;
+            }
+            if let Some((h, slot)) = &hidden {
+                let t = &rec.hidden[*slot].values;
+                for (l, t) in t.decode().chunks_exact(t.cols()).enumerate() {
+                    self.cos += cosine(&h[r][l], t);
+                    self.cos_tokens += 1;
+                }
+            }
         }
+        Ok(())
     }
-    if p_rest > 0.0 {
-        let log_q_rest = (total - support).max(f64::MIN_POSITIVE).ln() - log_total;
-        kl += f64::from(p_rest) * (f64::from(p_rest).ln() - log_q_rest);
+
+    /// Accuracy, agreement and KL at masked position `m` of `rec`, student logits `z`.
+    fn score_position(
+        &mut self,
+        z: &[f32],
+        label: u32,
+        rec: &Record,
+        m: usize,
+        temps: &[f32],
+    ) -> Result<()> {
+        let (mut best, mut max) = (0usize, f32::NEG_INFINITY);
+        for (v, &x) in z.iter().enumerate() {
+            if x > max {
+                (best, max) = (v, x);
+            }
+        }
+        self.positions += 1;
+        self.student_hits += usize::from(best as u32 == label);
+        let Some(topk) = &rec.mlm_topk else {
+            return Ok(());
+        };
+        let k = topk.logits.cols();
+        let ids = &topk.ids[m * k..(m + 1) * k];
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= z.len()) {
+            return Err(Error::Config(format!(
+                "cached token id {bad} is outside the student vocabulary ({})",
+                z.len()
+            )));
+        }
+        self.topk_positions += 1;
+        self.teacher_hits += usize::from(ids[0] == label);
+        self.agree += usize::from(ids[0] as usize == best);
+        if !temps.contains(&1.0) {
+            return Ok(());
+        }
+        let (p, p_rest) = topk.probs(m, temps, 1.0)?;
+        let max = f64::from(max);
+        let total: f64 = z.iter().map(|&x| (f64::from(x) - max).exp()).sum();
+        let log_total = total.ln();
+        let mut support = 0f64;
+        let mut kl = 0f64;
+        for (&id, &pi) in ids.iter().zip(&p) {
+            let shifted = f64::from(z[id as usize]) - max;
+            support += shifted.exp();
+            if pi > 0.0 {
+                kl += f64::from(pi) * (f64::from(pi).ln() - (shifted - log_total));
+            }
+        }
+        if p_rest > 0.0 {
+            let log_q_rest = (total - support).max(f64::MIN_POSITIVE).ln() - log_total;
+            kl += f64::from(p_rest) * (f64::from(p_rest).ln() - log_q_rest);
+        }
+        self.kl += kl;
+        self.kl_positions += 1;
+        Ok(())
     }
-    tot.kl += kl;
-    tot.kl_positions += 1;
-    Ok(())
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -452,81 +468,72 @@ fn thousands(n: usize) -> String {
 }
 
 fn opt(v: Option<f64>) -> String {
-    v.map_or("-".into(), |x| format!("{x:.4}"))
+    match v {
+        None => "-".into(),
+        Some(x) if x != 0.0 && x.abs() < 1e-3 => format!("{x:.2e}"),
+        Some(x) => format!("{x:.4}"),
+    }
 }
 
 impl fmt::Display for EvalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (n, tps) = (thousands, |v: f64| thousands(v.round() as usize));
         writeln!(
             f,
             "student {} on cache {}: {} records, {} tokens, {} masked positions\n",
             self.student,
             self.cache,
             self.records,
-            thousands(self.tokens),
-            thousands(self.masked_positions)
+            n(self.tokens),
+            n(self.masked_positions)
         )?;
-        writeln!(f, "{:<26}{:>14}{:>14}", "", "teacher", "student")?;
-        let row = |f: &mut fmt::Formatter<'_>, name: &str, t: String, s: String, c: String| {
-            writeln!(f, "{name:<26}{t:>14}{s:>14}   {c}")
+        let word = if self.smaller >= 0.0 {
+            "smaller"
+        } else {
+            "larger"
         };
-        let (sl, tl) = self.layers;
-        row(f, "layers", tl.to_string(), sl.to_string(), String::new())?;
-        let (sh, th) = self.hidden_size;
-        row(
-            f,
-            "hidden size",
-            th.to_string(),
-            sh.to_string(),
-            String::new(),
-        )?;
-        let smaller = format!("{:.1}% smaller", 100.0 * self.smaller);
-        let (tp, sp) = (
-            thousands(self.teacher_params),
-            thousands(self.student_params),
-        );
-        row(f, "parameters", tp, sp, smaller.clone())?;
+        let smaller = format!("{:.1}% {word}", 100.0 * self.smaller.abs());
         let speed = self.speedup.map(|s| {
-            let pct = 100.0 * (s - 1.0).abs();
             let word = if s >= 1.0 { "faster" } else { "slower" };
-            format!("{s:.2}x ({pct:.0}% {word})")
+            format!("{:.0}% {word}", 100.0 * (s - 1.0).abs())
         });
-        let tps = |v: f64| thousands(v.round() as usize);
-        let t_tps = self.teacher_tokens_per_s.map_or("-".into(), tps);
-        let s_tps = tps(self.student_tokens_per_s);
-        row(
-            f,
-            "tokens/s",
-            t_tps,
-            s_tps,
-            speed.clone().unwrap_or_default(),
-        )?;
-        let kept = self
-            .retained
-            .map(|r| format!("{:.1}% of the teacher", 100.0 * r));
-        let s1 = format!("{:.4}", self.student_top1);
-        let c = kept.clone().unwrap_or_default();
-        row(f, "masked-token top-1", opt(self.teacher_top1), s1, c)?;
-        let dash = || "-".to_string();
-        row(
-            f,
-            "top-1 agreement",
-            dash(),
-            opt(self.agreement),
-            String::new(),
-        )?;
-        let kl_note = self
-            .topk
-            .map_or(String::new(), |k| format!("nats/position, top-{k} + rest"));
-        row(f, "KL(teacher || student)", dash(), opt(self.kl), kl_note)?;
-        let cos = opt(self.hidden_cosine);
-        row(f, "last hidden cosine", dash(), cos, String::new())?;
-        let mut summary = vec![smaller];
-        summary.extend(speed.map(|s| s.split(['(', ')']).nth(1).unwrap_or("").to_string()));
-        summary.extend(kept);
+        let kept = (self.retained).map(|r| format!("{:.1}% of the teacher", 100.0 * r));
+        let kl_note = (self.topk).map(|k| format!("nats/position, top-{k} + rest"));
+        let (r, dash) = (self, || "-".to_string());
+        let rows = [
+            ("", "teacher".into(), "student".into(), None),
+            ("layers", n(r.layers.1), n(r.layers.0), None),
+            ("hidden size", n(r.hidden_size.1), n(r.hidden_size.0), None),
+            (
+                "parameters",
+                n(r.teacher_params),
+                n(r.student_params),
+                Some(smaller.clone()),
+            ),
+            (
+                "tokens/s",
+                r.teacher_tokens_per_s.map_or_else(dash, tps),
+                tps(r.student_tokens_per_s),
+                r.speedup.map(|x| format!("{x:.2}x")),
+            ),
+            (
+                "masked-token top-1",
+                opt(r.teacher_top1),
+                opt(Some(r.student_top1)),
+                kept.clone(),
+            ),
+            ("top-1 agreement", dash(), opt(r.agreement), None),
+            ("KL(teacher || student)", dash(), opt(r.kl), kl_note),
+            ("last hidden cosine", dash(), opt(r.hidden_cosine), None),
+        ];
+        for (name, t, s, c) in rows {
+            let line = format!("{name:<24}{t:>14}{s:>14}   {}", c.unwrap_or_default());
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        let summary: Vec<String> = [Some(smaller), speed, kept].into_iter().flatten().collect();
         writeln!(f, "\n{}", summary.join(", "))?;
-        for n in &self.notes {
-            writeln!(f, "note: {n}")?;
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
         }
         Ok(())
     }

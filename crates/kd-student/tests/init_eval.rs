@@ -313,6 +313,7 @@ fn eval_on_a_heldout_cache() {
         teacher: Some(teacher.clone()),
         batch_size: 5,
         max_records: None,
+        timing_repeats: 2,
     };
     let cpu = Device::Cpu;
 
@@ -353,6 +354,7 @@ fn eval_on_a_heldout_cache() {
         teacher: None,
         batch_size: 2,
         max_records: Some(3),
+        timing_repeats: 1,
     };
     let r3 = evaluate_student(&one, &cache, &few, &cpu).unwrap();
     assert_eq!(r3.records, 3);
