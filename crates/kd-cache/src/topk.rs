@@ -2,6 +2,7 @@
 //! probabilities they stand for (the math of `schemas/cache-v1.md`).
 
 use rand::Rng;
+use rayon::prelude::*;
 
 use crate::error::{CacheError, Result};
 use crate::precision::Precision;
@@ -21,11 +22,32 @@ fn rows_of(logits: &[f32], vocab: usize) -> Result<std::slice::ChunksExact<'_, f
     Ok(logits.chunks_exact(vocab))
 }
 
-/// `log Σ exp(x / t)` of a row already shifted so that its maximum is 0.
+/// `log Σ exp(x / t)` of a row already shifted so that its maximum is 0 (every term is in
+/// (0, 1], so f32 exponentials summed in f64 lose nothing that matters).
 fn log_partition(shifted: &[f32], t: f32) -> f32 {
-    let inv = 1.0 / f64::from(t);
-    let sum: f64 = shifted.iter().map(|&x| (f64::from(x) * inv).exp()).sum();
+    let inv = 1.0 / t;
+    let sum: f64 = shifted.iter().map(|&x| f64::from((x * inv).exp())).sum();
     sum.ln() as f32
+}
+
+/// Top-k ids and shifted logits of one row, and its log-partition per temperature.
+fn row_top_k(row: &[f32], k: usize, temperatures: &[f32]) -> (Vec<u32>, Vec<f32>, Vec<f32>) {
+    let vocab = row.len();
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let shifted: Vec<f32> = row.iter().map(|z| z - max).collect();
+    let mut order: Vec<u32> = (0..vocab as u32).collect();
+    let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+    if k < vocab {
+        order.select_nth_unstable_by(k - 1, cmp);
+    }
+    order.truncate(k);
+    order.sort_unstable_by(cmp);
+    let top = order.iter().map(|&i| shifted[i as usize]).collect();
+    let log_z = temperatures
+        .iter()
+        .map(|&t| log_partition(&shifted, t))
+        .collect();
+    (order, top, log_z)
 }
 
 impl TopK {
@@ -48,30 +70,20 @@ impl TopK {
         if temperatures.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
             return Err(CacheError::Invalid("temperatures must be positive".into()));
         }
-        let rows = rows_of(logits, vocab)?;
-        let n = rows.len();
+        let rows: Vec<&[f32]> = rows_of(logits, vocab)?.collect();
+        // Rows are independent: select, sort and sum them in parallel.
+        let per_row: Vec<(Vec<u32>, Vec<f32>, Vec<f32>)> = rows
+            .par_iter()
+            .map(|row| row_top_k(row, k, temperatures))
+            .collect();
+        let n = per_row.len();
         let mut ids = Vec::with_capacity(n * k);
         let mut top = Vec::with_capacity(n * k);
         let mut log_z = Vec::with_capacity(n * temperatures.len());
-        let mut order: Vec<u32> = Vec::with_capacity(vocab);
-        let mut shifted = vec![0f32; vocab];
-        for row in rows {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for (s, z) in shifted.iter_mut().zip(row) {
-                *s = z - max;
-            }
-            order.clear();
-            order.extend(0..vocab as u32);
-            let cmp =
-                |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
-            if k < vocab {
-                order.select_nth_unstable_by(k - 1, cmp);
-            }
-            order.truncate(k);
-            order.sort_unstable_by(cmp);
-            ids.extend_from_slice(&order);
-            top.extend(order.iter().map(|&i| shifted[i as usize]));
-            log_z.extend(temperatures.iter().map(|&t| log_partition(&shifted, t)));
+        for (i, t, z) in per_row {
+            ids.extend(i);
+            top.extend(t);
+            log_z.extend(z);
         }
         Ok(TopK {
             ids,

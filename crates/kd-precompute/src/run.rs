@@ -92,8 +92,10 @@ pub struct PrecomputeReport {
     pub shards_written: usize,
     /// Shards in the cache.
     pub shards: usize,
-    /// Teacher tokens per second in this process.
+    /// Tokens per second of the teacher + extraction + writing loop in this process.
     pub tokens_per_s: f64,
+    /// Seconds spent before the loop (model loading, tokenization, checksums).
+    pub setup_seconds: f64,
 }
 
 /// Resume state: finished shards of the current configuration.
@@ -128,6 +130,9 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         &cfg.teacher,
         &LoadOptions {
             architecture: Some(arch),
+            // Hidden-state and attention targets never use the pooler, which a masked-LM
+            // checkpoint does not have.
+            fresh_heads: arch == Architecture::Base,
             device: device.clone(),
             ..LoadOptions::default()
         },
@@ -269,6 +274,10 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
                 .sum::<u64>()
         })
         .sum();
+    // Throughput is measured from here: teacher + extraction + writing, not the set-up
+    // (loading, tokenizing the corpus, checksums).
+    let setup_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
     let bar = kd_train::Progress::new(total_tokens, "precompute");
     let options = WriterOptions {
         rows_per_shard: cfg.rows_per_shard as u64,
@@ -325,7 +334,9 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         .collect::<Result<_>>()?;
     manifest.save(&cfg.out)?;
     let _ = std::fs::remove_file(&progress_path);
-    Ok(report(&cfg.out, &manifest, todo.len(), produced, started))
+    let mut r = report(&cfg.out, &manifest, todo.len(), produced, started);
+    r.setup_seconds = setup_seconds;
+    Ok(r)
 }
 
 fn report(
@@ -343,6 +354,7 @@ fn report(
         shards_written: written,
         shards: m.shards.len(),
         tokens_per_s: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        setup_seconds: 0.0,
     }
 }
 
