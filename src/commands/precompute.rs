@@ -27,6 +27,9 @@ pub struct PrecomputeArgs {
     /// Read JSONL records and take this field as text.
     #[arg(long)]
     text_field: Option<String>,
+    /// Read Parquet corpora and take this string column as text.
+    #[arg(long)]
+    text_column: Option<String>,
     /// Documents held out at the end of the corpus.
     #[arg(long)]
     heldout_docs: Option<usize>,
@@ -82,6 +85,7 @@ pub fn run(a: &PrecomputeArgs, global: &GlobalArgs) -> Result<()> {
         s.corpus = a.corpus.clone();
     }
     s.text_field = a.text_field.clone().or(s.text_field.take());
+    s.text_column = a.text_column.clone().or(s.text_column.take());
     s.heldout_docs = a.heldout_docs.unwrap_or(s.heldout_docs);
     if let Some(split) = &a.split {
         s.split = match split.as_str() {

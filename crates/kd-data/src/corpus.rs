@@ -13,6 +13,12 @@ pub enum CorpusFormat {
     /// Plain text: one paragraph per line, blank lines skipped, one document per
     /// file. Folders contribute their `*.txt` files.
     Text,
+    /// Parquet: one document per row, its text in the string column `text_column` (split on
+    /// newlines into paragraphs). Folders contribute their `*.parquet` files.
+    Parquet {
+        /// Name of the string column that holds the text.
+        text_column: String,
+    },
     /// JSON Lines: one object per line, one document per record; the string in
     /// `text_field` is split on newlines into paragraphs (blank ones skipped).
     /// Blank lines between records are skipped. Folders contribute their
@@ -29,6 +35,7 @@ impl CorpusFormat {
         match self {
             CorpusFormat::Text => "txt",
             CorpusFormat::Jsonl { .. } => "jsonl",
+            CorpusFormat::Parquet { .. } => "parquet",
         }
     }
 }
@@ -124,6 +131,9 @@ impl Corpus {
                 }
                 CorpusFormat::Jsonl { text_field } => {
                     read_jsonl(file, text_field, &mut documents)?;
+                }
+                CorpusFormat::Parquet { text_column } => {
+                    crate::parquet_corpus::read_parquet(file, text_column, &mut documents)?;
                 }
             }
         }

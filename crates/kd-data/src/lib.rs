@@ -4,6 +4,7 @@
 //! Modules:
 //! - [`corpus`]: plain-text and JSONL corpora, read strictly (UTF-8, errors
 //!   name file and line) in a deterministic order with stable document ids.
+//! - [`parquet_corpus`]: Parquet corpora (a text column, one document per row).
 //! - [`packing`]: parallel tokenization and document-aware packing into
 //!   `[CLS] paragraphs [SEP]` sequences with the DistilBERT drop rules.
 //! - [`task`]: classification/regression datasets from TSV or JSONL.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod masking;
 pub mod movie_reviews;
 pub mod packing;
+pub mod parquet_corpus;
 pub mod task;
 pub mod text;
 pub mod tokens;

@@ -40,6 +40,8 @@ pub struct SourceConfig {
     pub corpus: Vec<PathBuf>,
     /// JSONL text field.
     pub text_field: Option<String>,
+    /// Parquet text column (reads `*.parquet` corpora).
+    pub text_column: Option<String>,
     /// Documents held out at the end of the corpus (in file order).
     pub heldout_docs: usize,
     /// Which side of the held-out split to use.
@@ -59,6 +61,7 @@ impl Default for SourceConfig {
         Self {
             corpus: Vec::new(),
             text_field: None,
+            text_column: None,
             heldout_docs: 0,
             split: DocSplit::All,
             max_sequences: None,
@@ -92,11 +95,14 @@ impl SourceConfig {
     }
 
     fn format(&self) -> CorpusFormat {
-        match &self.text_field {
-            Some(f) => CorpusFormat::Jsonl {
+        match (&self.text_column, &self.text_field) {
+            (Some(c), _) => CorpusFormat::Parquet {
+                text_column: c.clone(),
+            },
+            (None, Some(f)) => CorpusFormat::Jsonl {
                 text_field: f.clone(),
             },
-            None => CorpusFormat::Text,
+            (None, None) => CorpusFormat::Text,
         }
     }
 
