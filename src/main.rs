@@ -30,6 +30,12 @@ struct Cli {
 fn main() -> ExitCode {
     // candle's element-wise worker pool spins 25k iterations after each op before parking; on
     // small machines that steals the core the GEMM threads need. Keep a user's explicit choice.
+    // Keep freed tensor buffers mapped instead of returning them to the kernel and faulting
+    // fresh zeroed pages in on the next op (option 15 = `mi_option_purge_delay`, -1 = never).
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option of the allocator; no memory is touched.
+        unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    }
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "200");
     }
