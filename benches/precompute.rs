@@ -119,11 +119,6 @@ fn main() -> anyhow::Result<()> {
     std::env::set_var("KD_NO_PROGRESS", "1");
     let tmp = tempfile::tempdir()?;
     let teacher = teacher_with_head(tmp.path())?;
-    let bare = bare_forward(&teacher)?;
-    println!(
-        "{}",
-        serde_json::json!({"what": "teacher_forward", "tokens_per_s": bare})
-    );
     let sets = [
         ("distilbert", "mlm-topk:k=32,hidden:last", 1, 0, Some(32)),
         (

@@ -56,6 +56,8 @@ pub struct PrecomputeConfig {
     pub shard: Option<String>,
     /// Records buffered between the teacher and the writer.
     pub queue_depth: usize,
+    /// zstd level of the shards (1 is fastest; the writer shares the CPU with the teacher).
+    pub zstd_level: i32,
 }
 
 impl Default for PrecomputeConfig {
@@ -73,6 +75,7 @@ impl Default for PrecomputeConfig {
             batch_size: 32,
             shard: None,
             queue_depth: 256,
+            zstd_level: 1,
         }
     }
 }
@@ -281,6 +284,7 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
     let bar = kd_train::Progress::new(total_tokens, "precompute");
     let options = WriterOptions {
         rows_per_shard: cfg.rows_per_shard as u64,
+        zstd_level: cfg.zstd_level,
         ..WriterOptions::default()
     };
     let (tx, rx) = sync_channel::<Msg>(cfg.queue_depth.max(1));
