@@ -58,6 +58,10 @@ pub struct TrainArgs {
     /// Soft targets from `topk` or `sampled` records.
     #[arg(long)]
     soft_targets: Option<String>,
+    /// Online reference: run this teacher in process on every batch (same inputs, masks and
+    /// order as the cache) instead of reading its stored targets.
+    #[arg(long, value_name = "TEACHER_DIR")]
+    online: Option<PathBuf>,
 }
 
 /// Runs `kd train`.
@@ -100,6 +104,9 @@ pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     }
     if let Some(s) = &a.soft_targets {
         c.loss.soft_targets = s.clone();
+    }
+    if a.online.is_some() {
+        c.online = a.online.clone();
     }
     let report = train_student(&c, &global.device()?)
         .with_context(|| format!("train from {}", c.cache.display()))?;

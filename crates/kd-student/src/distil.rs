@@ -91,6 +91,9 @@ pub struct DistilConfig {
     pub loss: DistilLoss,
     /// Optimisation (DistilBERT: lr 5e-4, warmup 5%, betas (0.9, 0.98), eps 1e-6, clip 5).
     pub train: LoopConfig,
+    /// Online reference: this teacher runs in process on each batch (same inputs, masks and
+    /// order as the cache, whose stored targets are then ignored).
+    pub online: Option<PathBuf>,
 }
 
 impl Default for DistilConfig {
@@ -109,6 +112,7 @@ impl Default for DistilConfig {
                 max_grad_norm: Some(5.0),
                 ..LoopConfig::default()
             },
+            online: None,
         }
     }
 }
@@ -143,6 +147,8 @@ struct DistilTask<'a> {
     last_layer: u32,
     pad: u32,
     device: Device,
+    /// The in-process teacher of the online reference, with the cache's target spec.
+    online: Option<(Bert, TargetSpec)>,
 }
 
 impl TrainTask for DistilTask<'_> {
@@ -162,7 +168,10 @@ impl TrainTask for DistilTask<'_> {
         batch: &[usize],
         rng: &mut ChaCha8Rng,
     ) -> kd_train::Result<MicroBatch> {
-        let records = self.fetch(batch).map_err(to_train)?;
+        let mut records = self.fetch(batch).map_err(to_train)?;
+        if let Some((teacher, spec)) = &self.online {
+            records = teacher_records(teacher, spec, &records, self.pad).map_err(to_train)?;
+        }
         self.step(&records, rng).map_err(to_train)
     }
 }
@@ -317,6 +326,38 @@ impl DistilTask<'_> {
     }
 }
 
+/// Recomputes the targets of `records` with `teacher` on the same masked inputs (the online
+/// reference): one forward pass over the padded batch.
+fn teacher_records(
+    teacher: &Bert,
+    spec: &TargetSpec,
+    records: &[Record],
+    pad: u32,
+) -> Result<Vec<Record>> {
+    let items: Vec<kd_data::BatchItem> = records
+        .iter()
+        .map(|r| kd_data::BatchItem {
+            id: r.seq_id,
+            input_ids: &r.input_ids,
+            token_type_ids: r.token_type_ids.as_deref(),
+            mlm_positions: &r.mlm_positions,
+            mlm_labels: &r.mlm_labels,
+            label: None,
+        })
+        .collect();
+    let batch = kd_data::collate(&items, pad)?;
+    let epoch = records.first().map(|r| r.epoch).unwrap_or(0);
+    let mut out = kd_precompute::extract::extract_batch(teacher, &batch, epoch, spec, 0)?;
+    // Sampled targets are drawn per sequence from the manifest's seed in precompute; keep the
+    // cached draws so that both modes see the same estimator noise.
+    for (o, r) in out.iter_mut().zip(records) {
+        if r.mlm_sampled.is_some() {
+            o.mlm_sampled = r.mlm_sampled.clone();
+        }
+    }
+    Ok(out)
+}
+
 /// Builds the student `spec` describes (DistilBERT init from teacher layers, or a fresh
 /// config) and returns it with the directory whose tokenizer it uses.
 pub fn build_student(
@@ -434,6 +475,18 @@ pub fn run_distil(
     }
     let tok = kd_bert::tokenizer::load_tokenizer(tokenizer_dir)?;
     let pad = kd_data::SpecialTokens::from_tokenizer(&tok)?.pad;
+    let online = match &cfg.online {
+        Some(dir) => {
+            let opts = kd_bert::LoadOptions {
+                architecture: Some(kd_bert::Architecture::MaskedLm),
+                device: device.clone(),
+                ..kd_bert::LoadOptions::default()
+            };
+            let teacher = kd_bert::load_model(dir, &opts)?.inference_model()?;
+            Some((teacher, manifest.targets.clone()))
+        }
+        None => None,
+    };
     let mut task = DistilTask {
         model: &student.model,
         plan,
@@ -453,6 +506,7 @@ pub fn run_distil(
         last_layer: teacher_layers,
         pad,
         device: device.clone(),
+        online,
     };
     let mut opt = AdamW::new(
         &student.varmap,
