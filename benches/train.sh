@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Student training from the cache vs online (teacher in process) in the same run: training
+# tokens/s and their ratio, and peak RSS of each; plus peak RSS when the cache holds 1x and 4x
+# the masked views (memory must stay flat in cache size).
+#
+#   benches/train.sh TEACHER_DIR [STEPS]      (TEACHER_DIR: a BertForMaskedLM directory, e.g.
+#                                             runs/quickstart/teacher/model)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+teacher=${1:?usage: benches/train.sh TEACHER_DIR [STEPS]}
+steps=${2:-20}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kd/target}" KD_NO_PROGRESS=1
+cargo build --release --bin kd >/dev/null
+kd="$CARGO_TARGET_DIR/release/kd"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+for views in 1 4; do
+  "$kd" precompute --teacher "$teacher" --corpus assets/sotu --heldout-docs 12 --split train \
+    --max-sequences 1024 --epochs "$views" --targets mlm-topk:k=32,t=1,2,hidden:last \
+    --out "$out/cache-$views" >/dev/null
+done
+run() { # name cache extra...
+  local name=$1 cache=$2; shift 2
+  /usr/bin/time -f "%M" -o "$out/$name.rss" "$kd" train --cache "$cache" --out "$out/$name" \
+    --teacher "$teacher" --layers 0,2,4 --max-steps "$steps" --batch-size 32 "$@" > "$out/$name.json"
+  python3 - "$name" "$out/$name.json" "$out/$name.rss" <<'PY'
+import json, sys
+name, report, rss = sys.argv[1:]
+r = json.load(open(report))
+print(json.dumps({"run": name, "tokens_per_s": r["tokens_per_s"],
+                  "peak_rss_mib": int(open(rss).read().split()[-1]) / 1024}))
+PY
+}
+run cache "$out/cache-1" | tee "$out/cache.line"
+run online "$out/cache-1" --online "$teacher" | tee "$out/online.line"
+run cache4x "$out/cache-4" | tee "$out/cache4x.line"
+python3 - "$out" <<'PY'
+import json, sys, os
+d = sys.argv[1]
+r = {n: json.loads(open(os.path.join(d, n + ".line")).read()) for n in ["cache", "online", "cache4x"]}
+print(f"cache / online training speed: {r['cache']['tokens_per_s'] / r['online']['tokens_per_s']:.2f}x")
+print(f"peak RSS cache / online: {r['cache']['peak_rss_mib']:.0f} / {r['online']['peak_rss_mib']:.0f} MiB")
+print(f"peak RSS 4x / 1x cache: {r['cache4x']['peak_rss_mib'] / r['cache']['peak_rss_mib']:.3f}")
+PY
