@@ -20,6 +20,9 @@
 //! alternating which runs first, after one untimed pass each; with `timing_repeats > 1` each
 //! batch counts its fastest pass.
 
+mod metrics;
+mod table;
+
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use kd_bert::checkpoint::find_weights;
@@ -29,8 +32,8 @@ use kd_bert::{
     load_model, Architecture, Bert, BertConfig, BertInput, ForwardCtx, LoadOptions, LoadedModel,
 };
 use kd_cache::{CacheReader, Expectation, Record, TargetSpec};
+use metrics::Totals;
 use serde::Serialize;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -116,24 +119,6 @@ pub fn mlm_param_count(c: &BertConfig) -> usize {
     let layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h;
     let head = h * h + h + 2 * h + v;
     embeddings + c.num_hidden_layers * layer + head
-}
-
-/// Sums over masked positions and tokens.
-#[derive(Default)]
-struct Totals {
-    records: usize,
-    tokens: usize,
-    positions: usize,
-    student_hits: usize,
-    topk_positions: usize,
-    teacher_hits: usize,
-    agree: usize,
-    kl: f64,
-    kl_positions: usize,
-    cos: f64,
-    cos_tokens: usize,
-    student_s: f64,
-    teacher_s: f64,
 }
 
 /// Evaluates the masked-LM student in `student_dir` on the cache in `cache_dir` (see the module
@@ -309,105 +294,6 @@ fn load_mlm(dir: &Path, fresh_heads: bool, device: &Device) -> kd_bert::Result<L
     load_model(dir, &opts)
 }
 
-impl Totals {
-    /// Scores one batch: student `logits` (one `vocab` row per masked position, in record
-    /// order) and, for the cosine, its last hidden states `[B, L, H]` with the slot of the
-    /// cached layer.
-    fn add_batch(
-        &mut self,
-        chunk: &[Record],
-        logits: &[f32],
-        vocab: usize,
-        hidden: Option<(Vec<Vec<Vec<f32>>>, usize)>,
-        temps: &[f32],
-    ) -> Result<()> {
-        let mut rows = logits.chunks_exact(vocab);
-        for (r, rec) in chunk.iter().enumerate() {
-            self.records += 1;
-            self.tokens += rec.input_ids.len();
-            for (m, &label) in rec.mlm_labels.iter().enumerate() {
-                let z = rows.next().expect("one logit row per masked position");
-                self.score_position(z, label, rec, m, temps)?;
-            }
-            if let Some((h, slot)) = &hidden {
-                let t = &rec.hidden[*slot].values;
-                for (l, t) in t.decode().chunks_exact(t.cols()).enumerate() {
-                    self.cos += cosine(&h[r][l], t);
-                    self.cos_tokens += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Accuracy, agreement and KL at masked position `m` of `rec`, student logits `z`.
-    fn score_position(
-        &mut self,
-        z: &[f32],
-        label: u32,
-        rec: &Record,
-        m: usize,
-        temps: &[f32],
-    ) -> Result<()> {
-        let (mut best, mut max) = (0usize, f32::NEG_INFINITY);
-        for (v, &x) in z.iter().enumerate() {
-            if x > max {
-                (best, max) = (v, x);
-            }
-        }
-        self.positions += 1;
-        self.student_hits += usize::from(best as u32 == label);
-        let Some(topk) = &rec.mlm_topk else {
-            return Ok(());
-        };
-        let k = topk.logits.cols();
-        let ids = &topk.ids[m * k..(m + 1) * k];
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= z.len()) {
-            return Err(Error::Config(format!(
-                "cached token id {bad} is outside the student vocabulary ({})",
-                z.len()
-            )));
-        }
-        self.topk_positions += 1;
-        self.teacher_hits += usize::from(ids[0] == label);
-        self.agree += usize::from(ids[0] as usize == best);
-        if !temps.contains(&1.0) {
-            return Ok(());
-        }
-        let (p, p_rest) = topk.probs(m, temps, 1.0)?;
-        let max = f64::from(max);
-        let total: f64 = z.iter().map(|&x| (f64::from(x) - max).exp()).sum();
-        let log_total = total.ln();
-        let mut support = 0f64;
-        let mut kl = 0f64;
-        for (&id, &pi) in ids.iter().zip(&p) {
-            let shifted = f64::from(z[id as usize]) - max;
-            support += shifted.exp();
-            if pi > 0.0 {
-                kl += f64::from(pi) * (f64::from(pi).ln() - (shifted - log_total));
-            }
-        }
-        if p_rest > 0.0 {
-            let log_q_rest = (total - support).max(f64::MIN_POSITIVE).ln() - log_total;
-            kl += f64::from(p_rest) * (f64::from(p_rest).ln() - log_q_rest);
-        }
-        self.kl += kl;
-        self.kl_positions += 1;
-        Ok(())
-    }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    dot / (na.sqrt() * nb.sqrt()).max(1e-12)
-}
-
 /// The padded model input of `records` and their flat masked positions `b * L + pos`.
 fn batch_input(records: &[Record], pad: u32, device: &Device) -> Result<(BertInput, Tensor)> {
     let (b, l) = (
@@ -452,89 +338,4 @@ fn forward(model: &Bert, input: &BertInput, flat: &Tensor) -> Result<(Vec<f32>, 
         None => Vec::new(),
     };
     Ok((logits, hidden, secs))
-}
-
-/// `1234567` as `1,234,567`.
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn opt(v: Option<f64>) -> String {
-    match v {
-        None => "-".into(),
-        Some(x) if x != 0.0 && x.abs() < 1e-3 => format!("{x:.2e}"),
-        Some(x) => format!("{x:.4}"),
-    }
-}
-
-impl fmt::Display for EvalReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (n, tps) = (thousands, |v: f64| thousands(v.round() as usize));
-        writeln!(
-            f,
-            "student {} on cache {}: {} records, {} tokens, {} masked positions\n",
-            self.student,
-            self.cache,
-            self.records,
-            n(self.tokens),
-            n(self.masked_positions)
-        )?;
-        let word = if self.smaller >= 0.0 {
-            "smaller"
-        } else {
-            "larger"
-        };
-        let smaller = format!("{:.1}% {word}", 100.0 * self.smaller.abs());
-        let speed = self.speedup.map(|s| {
-            let word = if s >= 1.0 { "faster" } else { "slower" };
-            format!("{:.0}% {word}", 100.0 * (s - 1.0).abs())
-        });
-        let kept = (self.retained).map(|r| format!("{:.1}% of the teacher", 100.0 * r));
-        let kl_note = (self.topk).map(|k| format!("nats/position, top-{k} + rest"));
-        let (r, dash) = (self, || "-".to_string());
-        let rows = [
-            ("", "teacher".into(), "student".into(), None),
-            ("layers", n(r.layers.1), n(r.layers.0), None),
-            ("hidden size", n(r.hidden_size.1), n(r.hidden_size.0), None),
-            (
-                "parameters",
-                n(r.teacher_params),
-                n(r.student_params),
-                Some(smaller.clone()),
-            ),
-            (
-                "tokens/s",
-                r.teacher_tokens_per_s.map_or_else(dash, tps),
-                tps(r.student_tokens_per_s),
-                r.speedup.map(|x| format!("{x:.2}x")),
-            ),
-            (
-                "masked-token top-1",
-                opt(r.teacher_top1),
-                opt(Some(r.student_top1)),
-                kept.clone(),
-            ),
-            ("top-1 agreement", dash(), opt(r.agreement), None),
-            ("KL(teacher || student)", dash(), opt(r.kl), kl_note),
-            ("last hidden cosine", dash(), opt(r.hidden_cosine), None),
-        ];
-        for (name, t, s, c) in rows {
-            let line = format!("{name:<24}{t:>14}{s:>14}   {}", c.unwrap_or_default());
-            writeln!(f, "{}", line.trim_end())?;
-        }
-        let summary: Vec<String> = [Some(smaller), speed, kept].into_iter().flatten().collect();
-        writeln!(f, "\n{}", summary.join(", "))?;
-        for note in &self.notes {
-            writeln!(f, "note: {note}")?;
-        }
-        Ok(())
-    }
 }
