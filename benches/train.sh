@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Student training from the cache vs online (teacher in process) in the same run: training
 # tokens/s and their ratio, and peak RSS of each; plus peak RSS when the cache holds 1x and 4x
-# the masked views (memory must stay flat in cache size).
+# the masked views (memory must stay flat in cache size); with torch installed, both against
+# the PyTorch online DistilBERT step (benches/torch_distil.py) in the same run.
 #
 #   benches/train.sh TEACHER_DIR [STEPS]      (TEACHER_DIR: a BertForMaskedLM directory, e.g.
 #                                             runs/quickstart/teacher/model)
@@ -42,3 +43,15 @@ print(f"cache / online training speed: {r['cache']['tokens_per_s'] / r['online']
 print(f"peak RSS cache / online: {r['cache']['peak_rss_mib']:.0f} / {r['online']['peak_rss_mib']:.0f} MiB")
 print(f"peak RSS 4x / 1x cache: {r['cache4x']['peak_rss_mib'] / r['cache']['peak_rss_mib']:.3f}")
 PY
+if python3 -c "import torch, transformers" 2>/dev/null; then
+  torch_tps=$(python3 benches/torch_distil.py | python3 -c "import json,sys; print(json.load(sys.stdin)['tokens_per_s'])")
+  python3 - "$out" "$torch_tps" <<'PY'
+import json, os, sys
+d, t = sys.argv[1], float(sys.argv[2])
+for n in ["cache", "online"]:
+    r = json.loads(open(os.path.join(d, n + ".line")).read())
+    print(f"kd {n} / torch online DistilBERT step: {r['tokens_per_s'] / t:.2f}x ({t:.0f} tok/s in torch)")
+PY
+else
+  echo "torch not installed: no PyTorch baseline"
+fi
