@@ -25,7 +25,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// The pipeline that `kd run` executes when no file is given.
-pub const DEFAULT_PIPELINE: &str = include_str!("../pipelines/teacher-prep.toml");
+pub const DEFAULT_PIPELINE: &str = include_str!("../pipelines/distilbert-quickstart.toml");
 
 /// The asset fetch script, embedded so `kd run` works from any directory.
 pub const FETCH_SCRIPT: &str = include_str!("../scripts/fetch-assets.sh");

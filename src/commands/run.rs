@@ -16,7 +16,7 @@ use std::time::Instant;
 /// Arguments of `kd run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Pipeline file; the embedded default (pipelines/teacher-prep.toml) when absent.
+    /// Pipeline file; the embedded default (pipelines/distilbert-quickstart.toml) when absent.
     pipeline: Option<PathBuf>,
     /// Override a setting, e.g. `--set steps.0.train.max_steps=10` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -38,7 +38,7 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
         ),
         None => (
             DEFAULT_PIPELINE.to_string(),
-            "pipelines/teacher-prep.toml (embedded)".into(),
+            "pipelines/distilbert-quickstart.toml (embedded)".into(),
         ),
     };
     let p = pipeline::parse(&text, &source, &a.overrides)?;
