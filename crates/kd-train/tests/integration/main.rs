@@ -7,6 +7,7 @@ mod metrics;
 mod optim;
 mod resume;
 mod schedule;
+mod trainer;
 
 use candle_core::{Device, Tensor, Var};
 
