@@ -1,32 +1,16 @@
 //! End-to-end tests of the inspection subcommands: `kd info`, `kd fill-mask`, `kd embed`.
 
+mod common;
+
+use common::*;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The repository root.
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// `tests/fixtures/<name>`.
 fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures").join(name)
-}
-
-/// An offline asset directory (`KD_ASSETS` or `assets/`); panics with the fetch command when
-/// absent, since CI fetches the assets before running the tests.
-fn asset(name: &str) -> PathBuf {
-    let root = std::env::var_os("KD_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("assets"));
-    let p = root.join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-assets.sh first",
-        p.display()
-    );
-    p
 }
 
 /// Runs `kd` with the given arguments (anything that converts to an `OsString`).
@@ -42,31 +26,6 @@ fn run_kd(args: &[std::ffi::OsString]) -> Output {
         .env("KD_NO_PROGRESS", "1")
         .output()
         .expect("kd runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts success and returns stdout.
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "kd failed: {}", stderr(&o));
-    stdout(&o)
-}
-
-/// Asserts a clean failure (exit code 1, no panic) whose message contains every `needle`.
-fn fails_with(o: Output, needles: &[&str]) -> String {
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert!(!err.contains("panicked"), "kd panicked: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in: {err}");
-    }
-    err
 }
 
 /// The number on the `kd info` line of parameter part `part`.

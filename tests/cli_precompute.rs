@@ -3,6 +3,10 @@
 //! on task data match the model, and bad input fails cleanly, naming the file, line or target.
 //! Each run is kept to a few seconds on a CPU.
 
+mod common;
+
+use common::*;
+
 use candle_core::{Device, Tensor};
 use kd_bert::{load_model, Architecture, BertInput, ForwardCtx, LoadOptions};
 use kd_cache::{CacheReader, Label};
@@ -13,62 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository root.
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// An offline asset (`KD_ASSETS` or `assets/`); panics with the fetch command when absent,
-/// since CI fetches the assets before running the tests.
-fn asset(name: &str) -> PathBuf {
-    let root = std::env::var_os("KD_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("assets"));
-    let p = root.join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-assets.sh first",
-        p.display()
-    );
-    p
-}
-
-/// A `kd` command (progress bars off) from a command line split on whitespace, each `{}` in it
-/// standing for the next of `paths`.
-fn kd(line: &str, paths: &[&Path]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kd"));
-    c.env("KD_NO_PROGRESS", "1");
-    let mut paths = paths.iter();
-    for word in line.split_whitespace() {
-        match word {
-            "{}" => c.arg(paths.next().expect("a path for each {}")),
-            _ => c.arg(word),
-        };
-    }
-    assert!(paths.next().is_none(), "more paths than {{}} in {line}");
-    c
-}
-
 /// Runs a command to completion.
 fn output(c: &mut Command) -> Output {
     c.output().expect("kd runs")
-}
-
-/// Asserts success and returns stdout.
-fn ok(o: Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "kd failed ({}): {err}", o.status);
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Asserts a clean failure (exit code 1, no panic) whose message contains every `needle`.
-fn fails_with(o: Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert!(!err.contains("panicked"), "kd panicked: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in: {err}");
-    }
 }
 
 /// A temporary folder with `corpus/` holding three short State of the Union speeches.

@@ -1,29 +1,13 @@
 //! End-to-end tests of `kd run`: a small two-step pipeline (MLM then classification) run to
 //! completion with its run log, `--dry-run`, and clean errors on malformed pipelines.
 
+mod common;
+
+use common::*;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-/// The repository root.
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// An offline asset directory (`KD_ASSETS` or `assets/`); panics with the fetch command when
-/// absent, since CI fetches the assets before running the tests.
-fn asset(name: &str) -> PathBuf {
-    let root = std::env::var_os("KD_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("assets"));
-    let p = root.join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-assets.sh first",
-        p.display()
-    );
-    p
-}
 
 /// Runs `kd args...` in `cwd` with the progress bars off.
 fn kd_in(cwd: &Path, args: &[&str]) -> Output {
@@ -33,24 +17,6 @@ fn kd_in(cwd: &Path, args: &[&str]) -> Output {
         .env("KD_NO_PROGRESS", "1")
         .output()
         .expect("kd runs")
-}
-
-/// Asserts success and returns stdout.
-fn ok(o: Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "kd failed ({}): {err}", o.status);
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Asserts a clean failure (exit code 1, no panic) whose message contains every `needle`.
-fn fails_with(o: Output, needles: &[&str]) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert!(!err.contains("panicked"), "kd panicked: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in: {err}");
-    }
-    err
 }
 
 /// Writes `dir/corpus` (the first `n` SOTU speeches) and balanced sentiment TSVs

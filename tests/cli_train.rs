@@ -3,27 +3,13 @@
 //! cache without the targets the losses need, a student too narrow for the cosine loss, a
 //! malformed settings file) fails cleanly with a message naming the difference.
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// An offline asset; CI fetches them before the tests.
-fn asset(name: &str) -> PathBuf {
-    let p = std::env::var_os("KD_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("assets"))
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-assets.sh first",
-        p.display()
-    );
-    p
-}
 
 /// A `kd` command with progress bars off.
 fn kd(args: &[&str]) -> Command {
@@ -34,15 +20,6 @@ fn kd(args: &[&str]) -> Command {
 
 fn run(c: &mut Command) -> Output {
     c.output().expect("kd runs")
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "kd failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Fails with exit code 1 and no panic; returns stderr.
