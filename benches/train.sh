@@ -32,14 +32,21 @@ print(json.dumps({"run": name, "tokens_per_s": r["tokens_per_s"],
                   "peak_rss_mib": int(open(rss).read().split()[-1]) / 1024}))
 PY
 }
+# Cache and online runs alternate, twice each, so that drift of the machine's speed hits both.
 run cache "$out/cache-1" | tee "$out/cache.line"
 run online "$out/cache-1" --online "$teacher" | tee "$out/online.line"
+run cache_b "$out/cache-1" | tee "$out/cache_b.line"
+run online_b "$out/cache-1" --online "$teacher" | tee "$out/online_b.line"
 run cache4x "$out/cache-4" | tee "$out/cache4x.line"
 python3 - "$out" <<'PY'
 import json, sys, os
 d = sys.argv[1]
-r = {n: json.loads(open(os.path.join(d, n + ".line")).read()) for n in ["cache", "online", "cache4x"]}
-print(f"cache / online training speed: {r['cache']['tokens_per_s'] / r['online']['tokens_per_s']:.2f}x")
+names = ["cache", "online", "cache_b", "online_b", "cache4x"]
+r = {n: json.loads(open(os.path.join(d, n + ".line")).read()) for n in names}
+tps = lambda *ns: sum(r[n]["tokens_per_s"] for n in ns) / len(ns)
+pairs = [r[c]["tokens_per_s"] / r[o]["tokens_per_s"] for c, o in [("cache", "online"), ("cache_b", "online_b")]]
+print(f"cache / online training speed: {tps('cache', 'cache_b') / tps('online', 'online_b'):.2f}x "
+      f"(pairs {pairs[0]:.2f}x, {pairs[1]:.2f}x)")
 print(f"peak RSS cache / online: {r['cache']['peak_rss_mib']:.0f} / {r['online']['peak_rss_mib']:.0f} MiB")
 print(f"peak RSS 4x / 1x cache: {r['cache4x']['peak_rss_mib'] / r['cache']['peak_rss_mib']:.3f}")
 PY

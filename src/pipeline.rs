@@ -19,6 +19,7 @@
 use anyhow::{bail, Context, Result};
 use kd_precompute::PrecomputeConfig;
 use kd_student::distil::DistilConfig;
+use kd_student::eval::EvalSuite;
 use kd_teacher::classify::ClassifyConfig;
 use kd_teacher::mlm::MlmConfig;
 use serde::Deserialize;
@@ -66,6 +67,8 @@ pub enum Step {
     Precompute(Box<PrecomputeConfig>),
     /// `kd train`.
     Train(Box<DistilConfig>),
+    /// `kd eval` of several students on one held-out cache, side by side.
+    Eval(EvalSuite),
 }
 
 impl Step {
@@ -76,6 +79,7 @@ impl Step {
             Step::FinetuneClassify(_) => "finetune_classify",
             Step::Precompute(_) => "precompute",
             Step::Train(_) => "train",
+            Step::Eval(_) => "eval",
         }
     }
 }

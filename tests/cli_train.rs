@@ -165,6 +165,63 @@ fn training_resumes_exactly_after_kill_9() {
     assert_eq!(steps, dedup, "duplicate metric lines after resume");
     // 48 records per masked view in batches of 8: one epoch is 6 steps.
     assert_eq!(steps.last(), Some(&6));
+    eval_step_matches_kd_eval(dir.path(), &cache, &a, &b);
+}
+
+/// A pipeline `eval` step over both students writes the same numbers as `kd eval --json` for
+/// each, and the same weights score the same.
+fn eval_step_matches_kd_eval(dir: &Path, cache: &Path, a: &Path, b: &Path) {
+    let out = dir.join("eval.json");
+    let pipeline = dir.join("eval.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name = \"eval-only\"\n[[steps]]\nkind = \"eval\"\ncache = {:?}\nstudents = [{:?}, {:?}]\nout = {:?}\n",
+            s(cache),
+            s(&a.join("model")),
+            s(&b.join("model")),
+            s(&out)
+        ),
+    )
+    .unwrap();
+    let o = run(kd(&["run", s(&pipeline)]).current_dir(dir));
+    ok(o.clone());
+    let table = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        table.contains("held-out cache") && table.contains("agreement"),
+        "{table}"
+    );
+    let suite: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let reports = suite["students"].as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    let single = run(&mut kd(&[
+        "eval",
+        "--student",
+        s(&a.join("model")),
+        "--cache",
+        s(cache),
+        "--json",
+    ]));
+    let single: serde_json::Value = serde_json::from_str(&ok(single)).unwrap();
+    for key in [
+        "student_top1",
+        "teacher_top1",
+        "agreement",
+        "kl",
+        "hidden_cosine",
+    ] {
+        let v = single[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}: {single}"));
+        assert_eq!(reports[0][key].as_f64(), Some(v), "{key}");
+        assert_eq!(
+            reports[1][key].as_f64(),
+            Some(v),
+            "{key} of the resumed student"
+        );
+    }
+    assert!(single["masked_positions"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use kd_precompute::run_precompute;
 use kd_student::distil::train_student;
+use kd_student::eval::run_suite;
 use kd_teacher::classify::run_classify;
 use kd_teacher::mlm::run_mlm;
 use std::io::Write;
@@ -27,6 +28,9 @@ pub struct RunArgs {
     /// Run only these steps (0-based, repeatable); all when absent.
     #[arg(long = "step", value_name = "N")]
     only: Vec<usize>,
+    /// Skip the asset fetch (the assets are already in place, e.g. on an offline machine).
+    #[arg(long)]
+    no_fetch: bool,
 }
 
 /// Runs `kd run`.
@@ -53,7 +57,7 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
         p.description,
         p.steps.len()
     );
-    if let Some(fetch) = &p.fetch {
+    if let Some(fetch) = p.fetch.as_ref().filter(|_| !a.no_fetch) {
         fetch_assets(&fetch.assets_dir)?;
     }
     let log_path = PathBuf::from("runs").join(format!("{}.jsonl", p.name));
@@ -77,6 +81,14 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
             Step::FinetuneClassify(c) => serde_json::to_value(run_classify(c, &device)?)?,
             Step::Precompute(c) => serde_json::to_value(run_precompute(c, &device)?)?,
             Step::Train(c) => serde_json::to_value(train_student(c, &device)?)?,
+            Step::Eval(c) => {
+                let report = run_suite(c, &device)?;
+                for r in &report.students {
+                    eprintln!("{r}");
+                }
+                eprint!("{report}");
+                serde_json::to_value(report)?
+            }
         };
         let line = serde_json::json!({"pipeline": p.name, "step": i, "kind": step.kind(),
             "seconds": started.elapsed().as_secs_f64(), "report": report});

@@ -21,7 +21,10 @@
 //! batch counts its fastest pass.
 
 mod metrics;
+mod suite;
 mod table;
+
+pub use suite::{run_suite, EvalSuite, SuiteReport};
 
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
