@@ -8,9 +8,11 @@ use kd_data::{pack_corpus, Corpus, CorpusFormat, PackConfig, TextEncoder, TokenC
 use tokenizers::Tokenizer;
 
 fn asset(rel: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../assets")
-        .join(rel);
+    let p = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../assets")
+    .join(rel);
     p.exists().then_some(p)
 }
 

