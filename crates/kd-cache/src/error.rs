@@ -9,12 +9,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// A file or folder could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file or folder.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A shard (or another cache file) is damaged or does not decode.
     #[error("{file}: {location}: {message}")]
@@ -50,7 +50,7 @@ impl CacheError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CacheError::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 

@@ -19,12 +19,12 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// I/O on a named path.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: std::path::PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 

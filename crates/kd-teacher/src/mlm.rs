@@ -331,5 +331,5 @@ pub(crate) fn write_report(out: &std::path::Path, report: &impl Serialize) -> Re
     let text = serde_json::to_string_pretty(report).expect("report serialises");
     std::fs::write(&tmp, text)
         .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|source| Error::Io { path, source })
+        .map_err(|cause| Error::Io { path, cause })
 }

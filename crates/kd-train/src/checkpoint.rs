@@ -146,7 +146,7 @@ impl CheckpointManager {
         let state_path = tmp.join(STATE_FILE);
         let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Json {
             path: state_path.clone(),
-            source: e,
+            cause: e,
         })?;
         write_synced(&state_path, &json)?;
         sync_dir(&tmp)?;
@@ -256,7 +256,7 @@ pub fn load_checkpoint(path: impl AsRef<Path>, device: &Device) -> Result<Checkp
     let bytes = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;
     let state: TrainerState = serde_json::from_slice(&bytes).map_err(|e| Error::Json {
         path: state_path.clone(),
-        source: e,
+        cause: e,
     })?;
     if state.format_version != FORMAT_VERSION {
         return Err(Error::Corrupt {

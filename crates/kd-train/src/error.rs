@@ -30,21 +30,21 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 
     /// A filesystem operation failed on the named path.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// File or directory involved.
         path: PathBuf,
         /// Underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// A JSON document could not be read or written.
-    #[error("{path}: invalid JSON: {source}")]
+    #[error("{path}: invalid JSON: {cause}")]
     Json {
         /// File involved.
         path: PathBuf,
         /// Underlying error.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 
     /// A tensor expected in a state or checkpoint is absent.
@@ -87,12 +87,12 @@ pub enum Error {
     },
 
     /// An error that occurred while processing the named file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     InFile {
         /// File being processed.
         path: PathBuf,
         /// Underlying error.
-        source: Box<Error>,
+        cause: Box<Error>,
     },
 }
 
@@ -101,7 +101,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 
@@ -109,7 +109,7 @@ impl Error {
     pub fn in_file(self, path: impl Into<PathBuf>) -> Self {
         Error::InFile {
             path: path.into(),
-            source: Box::new(self),
+            cause: Box::new(self),
         }
     }
 }

@@ -90,7 +90,7 @@ impl MetricsWriter {
     pub fn write<T: Serialize>(&mut self, record: &T) -> Result<()> {
         let value = serde_json::to_value(record).map_err(|e| Error::Json {
             path: self.path.clone(),
-            source: e,
+            cause: e,
         })?;
         if !value.is_object() {
             return Err(Error::InvalidConfig(
@@ -117,7 +117,7 @@ pub fn read_metrics(path: impl AsRef<Path>) -> Result<Vec<serde_json::Value>> {
         }
         let v = serde_json::from_str(&line).map_err(|e| Error::Json {
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         })?;
         out.push(v);
     }
