@@ -1,6 +1,7 @@
 //! `kd finetune`: teacher preparation. `--objective mlm` fits an MLM head (and optionally the
 //! encoder) on a text corpus; `--objective classify` fine-tunes a sequence classifier.
 
+use super::loop_flags::LoopFlags;
 use super::GlobalArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -74,27 +75,11 @@ pub struct FinetuneArgs {
     /// Classify: `class` (integer ids), `named` (strings) or `regression`.
     #[arg(long, default_value = "class")]
     label_kind: String,
-    /// Passes over the training data.
-    #[arg(long)]
-    epochs: Option<u64>,
-    /// Stop after N optimizer steps.
-    #[arg(long)]
-    max_steps: Option<u64>,
-    /// Peak learning rate.
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Sequences per micro-batch.
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Micro-batches per optimizer step.
-    #[arg(long)]
-    grad_accum: Option<usize>,
+    #[command(flatten)]
+    training: LoopFlags,
     /// Longest sequence in tokens.
     #[arg(long)]
     max_len: Option<usize>,
-    /// Seed of data order, dropout and fresh heads.
-    #[arg(long)]
-    seed: Option<u64>,
 }
 
 /// Reads the `[table]` of a settings file, or the defaults.
@@ -122,23 +107,6 @@ pub(crate) fn from_file<T: serde::de::DeserializeOwned + Default>(
 pub fn run(a: &FinetuneArgs, global: &GlobalArgs) -> Result<()> {
     super::check_model_dir(&a.model)?;
     let device = global.device()?;
-    let apply = |t: &mut kd_train::LoopConfig| {
-        if let Some(v) = a.epochs {
-            t.epochs = v;
-        }
-        if a.max_steps.is_some() {
-            t.max_steps = a.max_steps;
-        }
-        if let Some(v) = a.lr {
-            t.lr = v;
-        }
-        if let Some(v) = a.grad_accum {
-            t.grad_accum = v;
-        }
-        if let Some(v) = a.seed {
-            t.seed = v;
-        }
-    };
     let report = match a.objective {
         Objective::Mlm => {
             let mut c: MlmConfig = from_file(&a.config, "mlm")?;
@@ -155,9 +123,9 @@ pub fn run(a: &FinetuneArgs, global: &GlobalArgs) -> Result<()> {
             c.freeze_encoder |= a.freeze_encoder;
             c.trainable_layers = a.trainable_layers.or(c.trainable_layers);
             c.max_train_sequences = a.max_train_sequences.or(c.max_train_sequences);
-            c.batch_size = a.batch_size.unwrap_or(c.batch_size);
+            c.batch_size = a.training.batch_size.unwrap_or(c.batch_size);
             c.max_len = a.max_len.unwrap_or(c.max_len);
-            apply(&mut c.train);
+            a.training.apply(&mut c.train);
             serde_json::to_value(run_mlm(&c, &device)?)?
         }
         Objective::Classify => {
@@ -179,9 +147,9 @@ pub fn run(a: &FinetuneArgs, global: &GlobalArgs) -> Result<()> {
             } else if a.config.is_none() {
                 bail!("--objective classify needs --movie-reviews FILE or --train FILE --dev FILE");
             }
-            c.batch_size = a.batch_size.unwrap_or(c.batch_size);
+            c.batch_size = a.training.batch_size.unwrap_or(c.batch_size);
             c.max_len = a.max_len.unwrap_or(c.max_len);
-            apply(&mut c.train);
+            a.training.apply(&mut c.train);
             serde_json::to_value(run_classify(&c, &device)?)?
         }
     };

@@ -9,6 +9,7 @@ mod eval;
 mod fill_mask;
 mod finetune;
 mod info;
+mod loop_flags;
 mod precompute;
 mod run;
 mod train;

@@ -1,5 +1,6 @@
 //! `kd train`: train a student from a teacher cache, without the teacher in memory.
 
+use super::loop_flags::LoopFlags;
 use super::GlobalArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -31,24 +32,8 @@ pub struct TrainArgs {
     /// Directory whose tokenizer a fresh student uses.
     #[arg(long)]
     tokenizer_from: Option<PathBuf>,
-    /// Passes over the cache (each uses the next masked view).
-    #[arg(long)]
-    epochs: Option<u64>,
-    /// Stop after N optimizer steps.
-    #[arg(long)]
-    max_steps: Option<u64>,
-    /// Peak learning rate.
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Sequences per micro-batch.
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Micro-batches per optimizer step.
-    #[arg(long)]
-    grad_accum: Option<usize>,
-    /// Seed of data order and dropout.
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    training: LoopFlags,
     /// Soft-target temperature.
     #[arg(long)]
     temperature: Option<f32>,
@@ -81,13 +66,8 @@ pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     if a.tokenizer_from.is_some() {
         c.student.tokenizer_from = a.tokenizer_from.clone();
     }
-    let t = &mut c.train;
-    t.epochs = a.epochs.unwrap_or(t.epochs);
-    t.max_steps = a.max_steps.or(t.max_steps);
-    t.lr = a.lr.unwrap_or(t.lr);
-    t.grad_accum = a.grad_accum.unwrap_or(t.grad_accum);
-    t.seed = a.seed.unwrap_or(t.seed);
-    c.batch_size = a.batch_size.unwrap_or(c.batch_size);
+    a.training.apply(&mut c.train);
+    c.batch_size = a.training.batch_size.unwrap_or(c.batch_size);
     if let Some(v) = a.temperature {
         c.loss.temperature = v;
     }
