@@ -34,7 +34,7 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Replaces `path` atomically: writes a sibling temp file, syncs it, renames
 /// it over `path`, then syncs the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::InvalidConfig(format!("{} has no file name", path.display())))?;

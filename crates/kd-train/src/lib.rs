@@ -35,6 +35,7 @@ pub mod trainer;
 
 pub use checkpoint::{load_checkpoint, load_latest, Checkpoint, CheckpointManager, TrainerState};
 pub use error::{Error, Result};
+pub use fsutil::write_atomic;
 pub use grads::{clip_grad_norm, global_norm, missing_or_zero_grads, GradAccumulator};
 pub use loop_state::{dropout, dropout_mask, epoch_order, TrainState};
 pub use metrics::{read_metrics, MetricsWriter, StepMetrics};

@@ -75,17 +75,15 @@ pub fn run_suite(suite: &EvalSuite, device: &Device) -> Result<SuiteReport> {
     Ok(report)
 }
 
-/// Writes `value` as pretty JSON to a sibling temp file and renames it over `path`.
+/// Writes `value` as pretty JSON, atomically (kd-train's temp file + rename).
 fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
-    let io = |e: std::io::Error| Error::Config(format!("cannot write {}: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Config(format!("cannot encode {}: {e}", path.display())))?;
-    std::fs::write(&tmp, text + "\n").map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    Ok(kd_train::write_atomic(path, (text + "\n").as_bytes())?)
 }
 
 impl fmt::Display for SuiteReport {
