@@ -93,6 +93,107 @@ fn fused_gelu_backward_matches_candle() {
     }
 }
 
+/// A fused f32 op against its composed f64 reference (the composed path is taken for f64):
+/// outputs and the gradient of every input agree.
+fn check_fused_against_f64(
+    inputs: &[Tensor],
+    f: impl Fn(&[&Tensor]) -> Tensor,
+    name: &str,
+    tol: f64,
+) {
+    let vars32: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let vars64: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(&t.to_dtype(DType::F64).unwrap()).unwrap())
+        .collect();
+    let fused = f(&vars32.iter().map(Var::as_tensor).collect::<Vec<_>>());
+    let reference = f(&vars64.iter().map(Var::as_tensor).collect::<Vec<_>>());
+    assert_eq!(fused.dims(), reference.dims(), "{name} shape");
+    let err = max_rel_diff(&fused, &reference);
+    assert!(err < tol, "{name} forward rel err {err}");
+    let r = randn(fused.dims(), DType::F32);
+    let gf = grads_of(&vars32.iter().collect::<Vec<_>>(), &fused, &r);
+    let gr = grads_of(
+        &vars64.iter().collect::<Vec<_>>(),
+        &reference,
+        &r.to_dtype(DType::F64).unwrap(),
+    );
+    for (i, (a, b)) in gf.iter().zip(&gr).enumerate() {
+        let err = max_rel_diff(a, b);
+        assert!(err < tol, "{name} input {i} grad rel err {err}");
+    }
+}
+
+#[test]
+fn fused_linear_matches_composed() {
+    let inputs = [
+        randn(&[2, 5, 7], DType::F32),
+        randn(&[3, 7], DType::F32),
+        randn(&[3], DType::F32),
+    ];
+    check_fused_against_f64(
+        &inputs,
+        |t| ops::linear(t[0], t[1], t[2]).unwrap(),
+        "linear",
+        1e-5,
+    );
+    // A 2-D input, and one that is a non-contiguous view.
+    let x = randn(&[4, 7], DType::F32);
+    let y = ops::linear(&x.t().unwrap().t().unwrap(), &inputs[1], &inputs[2]).unwrap();
+    let expected = x
+        .matmul(&inputs[1].t().unwrap())
+        .unwrap()
+        .broadcast_add(&inputs[2])
+        .unwrap();
+    assert!(max_rel_diff(&y, &expected) < 1e-6);
+}
+
+#[test]
+fn fused_head_split_and_merge_match_composed() {
+    let x = [randn(&[2, 5, 12], DType::F32)];
+    check_fused_against_f64(
+        &x,
+        |t| ops::split_heads(t[0], 3, 0.5).unwrap(),
+        "split_heads",
+        1e-6,
+    );
+    check_fused_against_f64(
+        &x,
+        |t| ops::split_heads_transposed(t[0], 3).unwrap(),
+        "split_heads_transposed",
+        1e-6,
+    );
+    let x = [randn(&[2, 3, 5, 4], DType::F32)];
+    check_fused_against_f64(&x, |t| ops::merge_heads(t[0]).unwrap(), "merge_heads", 1e-6);
+    // Hand-checked layout: element (b, l, h * d + e) lands at (b, h, l, e) and (b, h, e, l).
+    let v: Vec<f32> = (0..2 * 5 * 12).map(|i| i as f32).collect();
+    let x = Tensor::from_vec(v, (2, 5, 12), &Device::Cpu).unwrap();
+    let split = ops::split_heads(&x, 3, 1.0).unwrap();
+    let k_t = ops::split_heads_transposed(&x, 3).unwrap();
+    let at = |t: &Tensor, i: [usize; 4]| -> f32 {
+        t.get(i[0])
+            .unwrap()
+            .get(i[1])
+            .unwrap()
+            .get(i[2])
+            .unwrap()
+            .get(i[3])
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    let expected = (60 + 3 * 12 + 2 * 4 + 1) as f32;
+    assert_eq!(at(&split, [1, 2, 3, 1]), expected);
+    assert_eq!(at(&k_t, [1, 2, 1, 3]), expected);
+    assert_eq!(
+        ops::merge_heads(&split).unwrap().to_vec3::<f32>().unwrap(),
+        x.to_vec3::<f32>().unwrap()
+    );
+}
+
 fn tiny(dtype: DType, arch: Architecture, act: &str) -> LoadedModel {
     let mut cfg = BertConfig::tiny(50);
     cfg.hidden_act = act.into();

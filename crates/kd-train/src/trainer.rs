@@ -180,6 +180,7 @@ pub fn run_training(
     let started = Instant::now();
     let (mut tokens, mut window_loss, mut window_n) = (0usize, 0f64, 0usize);
     let mut window_terms: BTreeMap<String, f64> = BTreeMap::new();
+    let mut phases = PhaseTimes::default();
     let mut last_loss = f64::NAN;
     let save = |state: &TrainState, opt: &AdamW, extra: serde_json::Value| {
         manager.save(
@@ -192,15 +193,19 @@ pub fn run_training(
         let batches = task.epoch_batches(state.epoch)?;
         let n = batches.len() as u64;
         while state.micro_batch < n {
+            let t0 = Instant::now();
             let mb = task.micro_batch(&batches[state.micro_batch as usize], state.rng())?;
             let loss = mb
                 .loss
                 .to_dtype(candle_core::DType::F64)?
                 .to_scalar::<f64>()?;
+            let t1 = Instant::now();
+            phases.forward_s += (t1 - t0).as_secs_f64();
             if !loss.is_finite() {
                 return Err(non_finite("loss", loss, state.step, &ckpt_dir));
             }
             accum.add(&mb.loss.backward()?)?;
+            phases.backward_s += t1.elapsed().as_secs_f64();
             state.advance_micro_batch();
             tokens += mb.tokens;
             window_loss += loss;
@@ -212,6 +217,7 @@ pub fn run_training(
             if !boundary {
                 continue;
             }
+            let t2 = Instant::now();
             let mut grads = accum.finish()?;
             let norm = match cfg.max_grad_norm {
                 Some(max) => clip_grad_norm(&mut grads, &vars, max)?,
@@ -223,6 +229,8 @@ pub fn run_training(
             let lr = schedule.lr(cfg.lr, state.step);
             opt.set_lr(lr)?;
             opt.step(&grads)?;
+            phases.optimizer_s += t2.elapsed().as_secs_f64();
+            phases.steps += 1;
             state.advance_step();
             progress.set_position(state.step);
             if state.step.is_multiple_of(cfg.log_every.max(1)) || state.step == total {
@@ -236,6 +244,7 @@ pub fn run_training(
                 for (k, v) in &window_terms {
                     line[k] = serde_json::json!(v / window_n.max(1) as f64);
                 }
+                phases.drain_into(&mut line);
                 metrics.write(&line)?;
                 progress.set_message(format!("loss {last_loss:.4}"));
                 (window_loss, window_n) = (0.0, 0);
@@ -290,5 +299,26 @@ fn non_finite(what: &'static str, value: f64, step: u64, dir: &Path) -> Error {
         value,
         step,
         checkpoints: dir.to_path_buf(),
+    }
+}
+
+/// Wall time of the step's phases over a logging window, reported per optimizer step.
+#[derive(Debug, Default)]
+struct PhaseTimes {
+    forward_s: f64,
+    backward_s: f64,
+    optimizer_s: f64,
+    steps: u64,
+}
+
+impl PhaseTimes {
+    /// Writes the per-step means (`forward_s` includes fetching the batch, `optimizer_s`
+    /// clipping) into `line` and starts a new window.
+    fn drain_into(&mut self, line: &mut serde_json::Value) {
+        let n = self.steps.max(1) as f64;
+        line["forward_s"] = serde_json::json!(self.forward_s / n);
+        line["backward_s"] = serde_json::json!(self.backward_s / n);
+        line["optimizer_s"] = serde_json::json!(self.optimizer_s / n);
+        *self = Self::default();
     }
 }

@@ -48,14 +48,6 @@ impl BertAttention {
         })
     }
 
-    /// `[B, L, H]` -> `[B, heads, L, head_dim]`.
-    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
-        let (b, l, _) = xs.dims3()?;
-        xs.reshape((b, l, self.heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
     /// Attends over `xs` `[B, L, H]` with the additive key mask `[B, 1, 1, L]`; returns the
     /// layer output and, when `keep_maps`, the attention maps.
     pub fn forward(
@@ -65,21 +57,17 @@ impl BertAttention {
         keep_maps: bool,
         ctx: &mut ForwardCtx,
     ) -> Result<(Tensor, Option<AttentionMaps>)> {
-        let (b, l, h) = xs.dims3()?;
-        let q = self.split_heads(&self.query.forward(xs)?)?;
-        let k = self.split_heads(&self.key.forward(xs)?)?;
-        let v = self.split_heads(&self.value.forward(xs)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        // Scaling q (L x d) is cheaper than scaling the L x L scores; the mask add is fused
-        // into the softmax, and the masked scores are materialised only when asked for.
-        let raw = (q * scale)?.matmul(&k.t()?)?;
+        // Scaling q (L x d) is cheaper than scaling the L x L scores; keys are split straight
+        // into K^T; the mask add is fused into the softmax, and the masked scores are
+        // materialised only when asked for.
+        let q = ops::split_heads(&self.query.forward(xs)?, self.heads, scale)?;
+        let k_t = ops::split_heads_transposed(&self.key.forward(xs)?, self.heads)?;
+        let v = ops::split_heads(&self.value.forward(xs)?, self.heads, 1.0)?;
+        let raw = q.matmul(&k_t)?;
         let probs = ops::masked_softmax(&raw, additive_mask)?;
         let dropped = ctx.dropout(&probs, self.attention_dropout)?;
-        let context = dropped
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, l, h))?;
+        let context = ops::merge_heads(&dropped.matmul(&v)?)?;
         let projected = ctx.dropout(&self.output.forward(&context)?, self.hidden_dropout)?;
         let out = self.layer_norm.forward(&projected.add(xs)?)?;
         let maps = if keep_maps {

@@ -62,17 +62,7 @@ impl MlmHead {
     /// Vocabulary logits `[N, V]` for hidden states `[N, H]` (gather masked positions first to
     /// run the projection only where it is needed) or `[B, L, V]` for `[B, L, H]`.
     pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
-        let x = self.transform(hidden)?;
-        let dims = x.dims().to_vec();
-        let h = dims[dims.len() - 1];
-        let rows = x.elem_count() / h.max(1);
-        let logits = x
-            .reshape((rows, h))?
-            .matmul(&self.decoder.t()?)?
-            .broadcast_add(&self.bias)?;
-        let mut shape = dims;
-        *shape.last_mut().expect("non-empty shape") = self.decoder.dim(0)?;
-        logits.reshape(shape)
+        ops::linear(&self.transform(hidden)?, &self.decoder, &self.bias)
     }
 }
 

@@ -41,7 +41,7 @@ pub(crate) const WEIGHT_INIT: Init = Init::Randn {
     stdev: 0.02,
 };
 
-/// A dense layer `x W^T + b` that flattens leading dimensions into one GEMM.
+/// A dense layer `x W^T + b` over the last dimension.
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// Weight, `[out, in]`.
@@ -58,20 +58,9 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
-    /// Applies the layer to `[..., in]`.
+    /// Applies the layer to `[..., in]` (one fused node on CPU, see [`ops::linear`]).
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let dims = xs.dims();
-        let in_dim = dims[dims.len() - 1];
-        let rows = xs.elem_count() / in_dim.max(1);
-        let out = xs
-            .reshape((rows, in_dim))?
-            .matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)?;
-        let mut shape = dims.to_vec();
-        *shape
-            .last_mut()
-            .expect("a tensor with at least one dimension") = self.weight.dim(0)?;
-        out.reshape(shape)
+        ops::linear(xs, &self.weight, &self.bias)
     }
 }
 

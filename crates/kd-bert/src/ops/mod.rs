@@ -7,12 +7,16 @@
 
 mod activation;
 mod dropout;
+mod heads;
 mod layer_norm;
+mod linear;
 mod softmax;
 
 pub use activation::{activate, gelu_erf, gelu_tanh};
 pub use dropout::dropout;
+pub use heads::{merge_heads, split_heads, split_heads_transposed};
 pub use layer_norm::layer_norm;
+pub use linear::linear;
 pub use softmax::{masked_softmax, softmax_last_dim};
 
 use candle_core::{CpuStorage, Layout, Result};
