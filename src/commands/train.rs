@@ -26,6 +26,10 @@ pub struct TrainArgs {
     /// Teacher layers to copy, 0-based (e.g. 0,2,4).
     #[arg(long)]
     layers: Option<String>,
+    /// Or copy --layers from this model instead of the cache's teacher (e.g. the checkpoint the
+    /// teacher was fine-tuned from: a baseline that never sees the teacher).
+    #[arg(long, value_name = "MODEL_DIR")]
+    init_from: Option<PathBuf>,
     /// Or a fresh student from this config.json (with --tokenizer-from).
     #[arg(long)]
     student_config: Option<PathBuf>,
@@ -59,6 +63,9 @@ pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     }
     if let Some(l) = &a.layers {
         c.student.layers = parse_layers(l)?;
+    }
+    if a.init_from.is_some() {
+        c.student.init = a.init_from.clone();
     }
     if a.student_config.is_some() {
         c.student.config = a.student_config.clone();

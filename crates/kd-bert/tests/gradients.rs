@@ -194,6 +194,69 @@ fn fused_head_split_and_merge_match_composed() {
     );
 }
 
+/// Attention from candle ops, the reference for the fused op.
+fn composed_attention(
+    t: &[&Tensor],
+    mask: &Tensor,
+    heads: usize,
+    scale: f64,
+    drop: Option<&Tensor>,
+) -> Tensor {
+    let q = ops::split_heads(t[0], heads, scale).unwrap();
+    let k_t = ops::split_heads_transposed(t[1], heads).unwrap();
+    let v = ops::split_heads(t[2], heads, 1.0).unwrap();
+    let mut probs = ops::masked_softmax(&q.matmul(&k_t).unwrap(), mask).unwrap();
+    if let Some(d) = drop {
+        probs = probs.mul(d).unwrap();
+    }
+    ops::merge_heads(&probs.matmul(&v).unwrap()).unwrap()
+}
+
+#[test]
+fn fused_attention_matches_composed() {
+    let (b, l, h, heads) = (2, 5, 12, 3);
+    let inputs = [
+        randn(&[b, l, h], DType::F32),
+        randn(&[b, l, h], DType::F32),
+        randn(&[b, l, h], DType::F32),
+    ];
+    // The second sequence has two padding keys.
+    let mask = Tensor::new(
+        &[0f32, 0., 0., 0., 0., 0., 0., 0., -10000., -10000.],
+        &Device::Cpu,
+    )
+    .unwrap()
+    .reshape((b, 1, 1, l))
+    .unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let keep = ops::keep_mask(b * heads * l * l, 0.25, &mut rng);
+    assert!(keep
+        .iter()
+        .all(|&k| k == 0.0 || (k - 1.0 / 0.75).abs() < 1e-6));
+    assert!(keep.contains(&0.0));
+    let keep_t = Tensor::from_vec(keep.clone(), (b, heads, l, l), &Device::Cpu).unwrap();
+    for drop in [None, Some(&keep)] {
+        check_fused_against_f64(
+            &inputs,
+            |t| {
+                if t[0].dtype() == DType::F32 {
+                    assert!(ops::attention_fits(t[0], &mask));
+                    ops::attention(t[0], t[1], t[2], &mask, heads, 0.5, drop.cloned()).unwrap()
+                } else {
+                    let m = mask.to_dtype(DType::F64).unwrap();
+                    let d = drop.map(|_| keep_t.to_dtype(DType::F64).unwrap());
+                    composed_attention(t, &m, heads, 0.5, d.as_ref())
+                }
+            },
+            "attention",
+            1e-5,
+        );
+    }
+    // Inputs that do not split into heads are an error, not a panic.
+    let odd = randn(&[b, l, 10], DType::F32);
+    assert!(ops::attention(&odd, &odd, &odd, &mask, 3, 0.5, None).is_err());
+}
+
 fn tiny(dtype: DType, arch: Architecture, act: &str) -> LoadedModel {
     let mut cfg = BertConfig::tiny(50);
     cfg.hidden_act = act.into();

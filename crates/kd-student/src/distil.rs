@@ -65,6 +65,10 @@ pub struct StudentSpec {
     pub teacher: Option<PathBuf>,
     /// Teacher layers to copy.
     pub layers: Vec<usize>,
+    /// Or initialise the same way from `layers` of this model, which need not be the teacher
+    /// that wrote the cache: e.g. the pre-trained checkpoint the teacher was fine-tuned from,
+    /// for a baseline that never sees the teacher (its MLM head is fresh if it has none).
+    pub init: Option<PathBuf>,
     /// Or a fresh student from this `config.json`, with the tokenizer of `tokenizer_from`.
     pub config: Option<PathBuf>,
     /// Directory whose tokenizer the student uses (defaults to `teacher`).
@@ -358,38 +362,41 @@ fn teacher_records(
     Ok(out)
 }
 
-/// Builds the student `spec` describes (DistilBERT init from teacher layers, or a fresh
-/// config) and returns it with the directory whose tokenizer it uses.
+/// Builds the student `spec` describes (DistilBERT init from teacher layers, the same from
+/// another model, or a fresh config) and returns it with the directory whose tokenizer it uses.
 pub fn build_student(
     spec: &StudentSpec,
     seed: u64,
     device: &Device,
 ) -> Result<(LoadedModel, PathBuf)> {
-    match (&spec.teacher, &spec.config) {
-        (Some(teacher), None) => {
-            if spec.layers.is_empty() {
-                return Err(Error::Config(
-                    "student: a teacher needs a list of layers to copy (e.g. 0,2,4)".into(),
-                ));
+    let copy_from =
+        match (&spec.teacher, &spec.init, &spec.config) {
+            (Some(dir), None, None) | (None, Some(dir), None) => dir,
+            (None, None, Some(config)) => {
+                let tok = spec.tokenizer_from.clone().ok_or_else(|| {
+                    Error::Config("student: a fresh config needs tokenizer_from = DIR".into())
+                })?;
+                let student = crate::init::student_from_config_file(config, seed, device)?;
+                return Ok((student, tok));
             }
-            let tok = spec
-                .tokenizer_from
-                .clone()
-                .unwrap_or_else(|| teacher.clone());
-            let student = crate::init::student_from_teacher(teacher, &spec.layers, seed, device)?;
-            Ok((student, tok))
-        }
-        (None, Some(config)) => {
-            let tok = spec.tokenizer_from.clone().ok_or_else(|| {
-                Error::Config("student: a fresh config needs tokenizer_from = DIR".into())
-            })?;
-            let student = crate::init::student_from_config_file(config, seed, device)?;
-            Ok((student, tok))
-        }
-        _ => Err(Error::Config(
-            "student: give either teacher + layers (DistilBERT init) or config".into(),
-        )),
+            _ => return Err(Error::Config(
+                "student: give exactly one of teacher + layers (DistilBERT init), init + layers \
+                 (the same from another model) or config"
+                    .into(),
+            )),
+        };
+    if spec.layers.is_empty() {
+        return Err(Error::Config(format!(
+            "student: copying from {} needs a list of layers (e.g. 0,2,4)",
+            copy_from.display()
+        )));
     }
+    let tok = spec
+        .tokenizer_from
+        .clone()
+        .unwrap_or_else(|| copy_from.clone());
+    let student = crate::init::student_from_teacher(copy_from, &spec.layers, seed, device)?;
+    Ok((student, tok))
 }
 
 /// Builds the student and trains it (see [`run_distil`]).

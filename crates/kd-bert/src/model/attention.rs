@@ -58,18 +58,47 @@ impl BertAttention {
         ctx: &mut ForwardCtx,
     ) -> Result<(Tensor, Option<AttentionMaps>)> {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        // Scaling q (L x d) is cheaper than scaling the L x L scores; keys are split straight
-        // into K^T; the mask add is fused into the softmax, and the masked scores are
-        // materialised only when asked for.
-        let q = ops::split_heads(&self.query.forward(xs)?, self.heads, scale)?;
-        let k_t = ops::split_heads_transposed(&self.key.forward(xs)?, self.heads)?;
-        let v = ops::split_heads(&self.value.forward(xs)?, self.heads, 1.0)?;
+        let (q, k, v) = (
+            self.query.forward(xs)?,
+            self.key.forward(xs)?,
+            self.value.forward(xs)?,
+        );
+        let (context, maps) = if !keep_maps && ops::attention_fits(&q, additive_mask) {
+            let (b, l, _) = xs.dims3()?;
+            let n = b * self.heads * l * l;
+            let drop = ctx.keep_mask(n, self.attention_dropout);
+            let context = ops::attention(&q, &k, &v, additive_mask, self.heads, scale, drop)?;
+            (context, None)
+        } else {
+            self.composed(&q, &k, &v, additive_mask, keep_maps, scale, ctx)?
+        };
+        let projected = ctx.dropout(&self.output.forward(&context)?, self.hidden_dropout)?;
+        let out = self.layer_norm.forward(&projected.add(xs)?)?;
+        Ok((out, maps))
+    }
+
+    /// Attention from candle ops (other devices, or when the maps are kept: the attention loss
+    /// needs the scores' gradient). Scaling q (L x d) is cheaper than scaling the L x L scores;
+    /// keys are split straight into K^T; the mask add is fused into the softmax, and the masked
+    /// scores are materialised only when asked for.
+    #[allow(clippy::too_many_arguments)]
+    fn composed(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        additive_mask: &Tensor,
+        keep_maps: bool,
+        scale: f64,
+        ctx: &mut ForwardCtx,
+    ) -> Result<(Tensor, Option<AttentionMaps>)> {
+        let q = ops::split_heads(q, self.heads, scale)?;
+        let k_t = ops::split_heads_transposed(k, self.heads)?;
+        let v = ops::split_heads(v, self.heads, 1.0)?;
         let raw = q.matmul(&k_t)?;
         let probs = ops::masked_softmax(&raw, additive_mask)?;
         let dropped = ctx.dropout(&probs, self.attention_dropout)?;
         let context = ops::merge_heads(&dropped.matmul(&v)?)?;
-        let projected = ctx.dropout(&self.output.forward(&context)?, self.hidden_dropout)?;
-        let out = self.layer_norm.forward(&projected.add(xs)?)?;
         let maps = if keep_maps {
             Some(AttentionMaps {
                 scores: raw.broadcast_add(additive_mask)?,
@@ -78,6 +107,6 @@ impl BertAttention {
         } else {
             None
         };
-        Ok((out, maps))
+        Ok((context, maps))
     }
 }

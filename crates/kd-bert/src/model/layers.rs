@@ -33,6 +33,15 @@ impl<'a> ForwardCtx<'a> {
             _ => Ok(xs.clone()),
         }
     }
+
+    /// The keep-mask of `n` elements that [`Self::dropout`] would draw on CPU (same RNG draws),
+    /// for fused ops that apply dropout inside; `None` in eval or when `p` is 0.
+    pub fn keep_mask(&mut self, n: usize, p: f64) -> Option<Vec<f32>> {
+        match self.rng.as_deref_mut() {
+            Some(rng) if p > 0.0 => Some(ops::keep_mask(n, p, rng)),
+            _ => None,
+        }
+    }
 }
 
 /// Normal(0, 0.02) init as in BERT, for freshly created weights.

@@ -13,16 +13,26 @@ pub fn dropout(xs: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(xs.clone());
     }
-    let keep = 1.0 - p;
-    let scale = (1.0 / keep) as f32;
     if !xs.device().is_cpu() {
         xs.device().set_seed(rng.random::<u64>())?;
         let u = Tensor::rand(0f32, 1f32, xs.shape(), xs.device())?;
-        let mask = u.ge(p)?.to_dtype(xs.dtype())?.affine(scale as f64, 0.0)?;
+        let mask = u
+            .ge(p)?
+            .to_dtype(xs.dtype())?
+            .affine(f64::from((1.0 / (1.0 - p)) as f32), 0.0)?;
         return xs.mul(&mask);
     }
+    let mask = Tensor::from_vec(keep_mask(xs.elem_count(), p, rng), xs.shape(), xs.device())?;
+    xs.mul(&mask.to_dtype(xs.dtype())?)
+}
+
+/// The host-drawn dropout mask of `n` elements (`0` or `1 / (1 - p)`), as [`dropout`] draws it
+/// on CPU: the same draws from `rng`, so fused ops that take the mask reproduce its results.
+pub fn keep_mask(n: usize, p: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let keep = 1.0 - p;
+    let scale = (1.0 / keep) as f32;
     let threshold = (keep * u32::MAX as f64) as u32;
-    let mask: Vec<f32> = (0..xs.elem_count())
+    (0..n)
         .map(|_| {
             if rng.random::<u32>() < threshold {
                 scale
@@ -30,7 +40,5 @@ pub fn dropout(xs: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
                 0.0
             }
         })
-        .collect();
-    let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
-    xs.mul(&mask)
+        .collect()
 }

@@ -6,6 +6,7 @@
 //! compositions of differentiable candle ops.
 
 mod activation;
+mod attention;
 mod dropout;
 mod heads;
 mod layer_norm;
@@ -13,7 +14,8 @@ mod linear;
 mod softmax;
 
 pub use activation::{activate, gelu_erf, gelu_tanh};
-pub use dropout::dropout;
+pub use attention::{attention, fits as attention_fits};
+pub use dropout::{dropout, keep_mask};
 pub use heads::{merge_heads, split_heads, split_heads_transposed};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
