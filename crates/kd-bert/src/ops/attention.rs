@@ -27,7 +27,7 @@ pub fn attention(
     dropout: Option<Vec<f32>>,
 ) -> Result<Tensor> {
     let (b, l, h) = q.dims3()?;
-    if h % heads.max(1) != 0 || k.dims() != q.dims() || v.dims() != q.dims() {
+    if heads == 0 || h % heads != 0 || k.dims() != q.dims() || v.dims() != q.dims() {
         candle_core::bail!(
             "kd-attention: q {:?}, k {:?}, v {:?} do not split into {heads} heads",
             q.dims(),
