@@ -173,12 +173,8 @@ impl CustomOp3 for FusedAttention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (
-            f32_input(s1, l1, self.name())?,
-            f32_input(s2, l2, self.name())?,
-            f32_input(s3, l3, self.name())?,
-        );
-        let dims = self.shape;
+        let [q, k, v] = [(s1, l1), (s2, l2), (s3, l3)].map(|(s, l)| f32_input(s, l, self.name()));
+        let (q, k, v, dims) = (q?, k?, v?, self.shape);
         let (l, h, d) = (dims.l, dims.h as isize, dims.d());
         let mut out = vec![0f32; q.len()];
         let mut probs = vec![0f32; dims.b * dims.heads * l * l];
@@ -268,12 +264,8 @@ impl CustomOp3 for AttentionGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (
-            f32_input(s1, l1, self.name())?,
-            f32_input(s2, l2, self.name())?,
-            f32_input(s3, l3, self.name())?,
-        );
-        let dims = self.shape;
+        let [q, k, v] = [(s1, l1), (s2, l2), (s3, l3)].map(|(s, l)| f32_input(s, l, self.name()));
+        let (q, k, v, dims) = (q?, k?, v?, self.shape);
         let (l, h, d) = (dims.l, dims.h as isize, dims.d());
         let n = q.len();
         let mut out = vec![0f32; 3 * n];
