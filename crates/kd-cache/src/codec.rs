@@ -243,6 +243,14 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The `(epoch, token count)` of an encoded record, read from its fixed header alone.
+pub fn peek_epoch_and_len(buf: &[u8]) -> Result<(u32, u32), String> {
+    let mut c = Cursor { buf, pos: 0 };
+    c.u64("seq_id")?;
+    let epoch = c.u32("epoch")?;
+    Ok((epoch, c.u32("n")?))
+}
+
 /// Decodes one record encoded by [`encode_record`] (all of `buf`).
 pub fn decode_record(buf: &[u8]) -> Result<Record, String> {
     let mut c = Cursor { buf, pos: 0 };

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use memmap2::Mmap;
 
-use crate::codec::{decode_record, encode_record};
+use crate::codec::{decode_record, encode_record, peek_epoch_and_len};
 use crate::error::{CacheError, Result};
 use crate::fsutil::{commit, tmp_path, HashingWriter};
 use crate::manifest::ShardInfo;
@@ -332,6 +332,32 @@ impl MmapShard {
             .get(start..start + e.len as usize)
             .ok_or_else(|| CacheError::corrupt(&self.path, loc(e), "outside its block"))?;
         decode_record(bytes).map_err(|m| CacheError::corrupt(&self.path, loc(e), m))
+    }
+
+    /// The `(epoch, token count)` of every record, from the record headers: blocks are
+    /// decompressed but no record is decoded.
+    pub fn epochs_and_lengths(&self) -> Result<Vec<(u32, u32)>> {
+        let mut out = Vec::with_capacity(self.records.len());
+        let mut current: Option<(u32, Arc<Vec<u8>>)> = None;
+        for (i, e) in self.records.iter().enumerate() {
+            let block = match &current {
+                Some((b, data)) if *b == e.block => data.clone(),
+                _ => {
+                    let data = self.block(e.block).map_err(|err| at_record(err, i))?;
+                    current = Some((e.block, data.clone()));
+                    data
+                }
+            };
+            let loc = || format!("record {i} (block {})", e.block);
+            let start = e.offset as usize;
+            let bytes = block
+                .get(start..start + e.len as usize)
+                .ok_or_else(|| CacheError::corrupt(&self.path, loc(), "outside its block"))?;
+            out.push(
+                peek_epoch_and_len(bytes).map_err(|m| CacheError::corrupt(&self.path, loc(), m))?,
+            );
+        }
+        Ok(out)
     }
 
     /// Record `i` (decompresses its block unless it is the cached one).

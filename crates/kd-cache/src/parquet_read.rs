@@ -16,6 +16,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use parquet::arrow::ProjectionMask;
 
 use crate::error::{CacheError, Result};
 use crate::parquet_write::{attention_column, hidden_column};
@@ -219,6 +220,57 @@ impl ParquetShard {
             out.push(r);
         }
         Ok(out)
+    }
+
+    /// The `(epoch, token count)` of every record, reading only the `epoch` and `input_ids`
+    /// columns (a small fraction of a shard that holds hidden states).
+    pub fn epochs_and_lengths(&self) -> Result<Vec<(u32, u32)>> {
+        let file = File::open(&self.path).map_err(|e| CacheError::io(&self.path, e))?;
+        let corrupt = |m: String| CacheError::corrupt(&self.path, "columns epoch, input_ids", m);
+        guarded(|| {
+            let schema = self.meta.schema();
+            let roots = ["epoch", "input_ids"].map(|c| {
+                schema
+                    .index_of(c)
+                    .map_err(|_| format!("column `{c}` is missing"))
+            });
+            let mask = ProjectionMask::roots(
+                self.meta.parquet_schema(),
+                [roots[0].clone()?, roots[1].clone()?],
+            );
+            let reader =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
+                    .with_projection(mask)
+                    .with_batch_size(8192)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+            let mut out = Vec::with_capacity(self.len());
+            for batch in reader {
+                let b = batch.map_err(|e| e.to_string())?;
+                let epoch = column(&b, "epoch")?
+                    .as_primitive_opt::<UInt32Type>()
+                    .ok_or("column `epoch` is not uint32")?;
+                let ids = column(&b, "input_ids")?
+                    .as_list_opt::<i32>()
+                    .ok_or("column `input_ids` is not a list")?;
+                let offsets = ids.value_offsets();
+                for i in 0..b.num_rows() {
+                    if epoch.is_null(i) || ids.is_null(i) {
+                        return Err(format!("row {}: epoch or input_ids is null", out.len()));
+                    }
+                    out.push((epoch.value(i), (offsets[i + 1] - offsets[i]) as u32));
+                }
+            }
+            if out.len() != self.len() {
+                return Err(format!(
+                    "{} rows, the footer says {}",
+                    out.len(),
+                    self.len()
+                ));
+            }
+            Ok(out)
+        })
+        .map_err(corrupt)
     }
 
     /// Streams every record in order, row group by row group. After an error

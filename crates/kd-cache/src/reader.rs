@@ -57,6 +57,14 @@ impl Shard {
         }
     }
 
+    /// The `(epoch, token count)` of every record, without decoding the records.
+    pub fn epochs_and_lengths(&self) -> Result<Vec<(u32, u32)>> {
+        match self {
+            Shard::Parquet(s) => s.epochs_and_lengths(),
+            Shard::Mmap(s) => s.epochs_and_lengths(),
+        }
+    }
+
     /// Streams the records in order, checked against `spec`.
     pub fn iter<'a>(&'a self, spec: &'a TargetSpec) -> ShardIter<'a> {
         match self {

@@ -57,6 +57,15 @@ fn round_trip(backend: Backend, spec: &TargetSpec, seed: u64) {
     assert_eq!(got, expect);
     assert_eq!(reader.iter_shard(3).count(), 2);
     assert!(reader.iter_shards(vec![9]).next().unwrap().is_err());
+    // Epochs and lengths read without decoding the records equal the decoded ones.
+    for s in 0..reader.num_shards() {
+        let expect: Vec<(u32, u32)> = reader
+            .shard_range(s)
+            .map(|i| (streamed[i].epoch, streamed[i].input_ids.len() as u32))
+            .collect();
+        let got = reader.shard(s).unwrap().epochs_and_lengths().unwrap();
+        assert_eq!(got, expect, "shard {s}");
+    }
 }
 
 #[test]

@@ -68,18 +68,18 @@ fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
 }
 
 impl CachePlan {
-    /// Opens the cache and reads each record's length once (one decoding pass).
+    /// Opens the cache and reads each record's length from the token column alone (no record
+    /// is decoded, so opening stays cheap for caches of hidden states and attention maps).
     pub fn open(reader: Arc<CacheReader>) -> Result<Self> {
         let mut shard_epochs = Vec::with_capacity(reader.num_shards());
         let mut lengths = Vec::with_capacity(reader.len());
         for s in 0..reader.num_shards() {
-            let mut epoch = None;
-            for rec in reader.iter_shard(s) {
-                let rec = rec?;
-                epoch.get_or_insert(rec.epoch);
-                lengths.push(rec.input_ids.len() as u32);
-            }
-            shard_epochs.push(epoch.unwrap_or(0));
+            let shard = reader.shard(s).ok_or_else(|| {
+                Error::Config(format!("the cache lists shard {s} but did not open it"))
+            })?;
+            let rows = shard.epochs_and_lengths()?;
+            shard_epochs.push(rows.first().map_or(0, |r| r.0));
+            lengths.extend(rows.iter().map(|r| r.1));
         }
         let cache_epochs = reader.manifest().epochs.max(1);
         Ok(Self {
