@@ -252,6 +252,11 @@ fn fused_attention_matches_composed() {
             1e-5,
         );
     }
+    // An empty batch gives an empty context.
+    let empty = Tensor::zeros((0, l, h), DType::F32, &Device::Cpu).unwrap();
+    let m0 = Tensor::zeros((0, 1, 1, l), DType::F32, &Device::Cpu).unwrap();
+    let out = ops::attention(&empty, &empty, &empty, &m0, heads, 0.5, None).unwrap();
+    assert_eq!(out.dims(), [0, l, h]);
     // Inputs that do not split into heads are an error, not a panic.
     let odd = randn(&[b, l, 10], DType::F32);
     assert!(ops::attention(&odd, &odd, &odd, &mask, 3, 0.5, None).is_err());

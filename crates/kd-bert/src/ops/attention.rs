@@ -179,32 +179,35 @@ impl CustomOp3 for FusedAttention {
         let mut out = vec![0f32; q.len()];
         let mut probs = vec![0f32; dims.b * dims.heads * l * l];
         let dst = Out(out.as_mut_ptr());
-        probs.par_chunks_mut(l * l).enumerate().for_each(|(bh, p)| {
-            let (s, hd) = (bh / dims.heads, bh % dims.heads);
-            let off = dims.head_offset(s, hd);
-            // SAFETY: q/k/v views cover rows 0..l, columns off..off+d of one sequence; the
-            // output block (sequence s, head hd) belongs to this task alone.
-            unsafe {
-                let qv = Mat(q.as_ptr().add(off), h, 1);
-                let kt = Mat(k.as_ptr().add(off), 1, h);
-                mm(l, l, d, Dst(p.as_mut_ptr(), l as isize), qv, kt, self.scale);
-            }
-            softmax_rows(p, &self.mask[s * l..(s + 1) * l], l);
-            let dropped;
-            let weights: &[f32] = match &self.dropout {
-                Some(mask) => {
-                    let m = &mask[bh * l * l..(bh + 1) * l * l];
-                    dropped = p.iter().zip(m).map(|(a, b)| a * b).collect::<Vec<_>>();
-                    &dropped
+        probs
+            .par_chunks_mut((l * l).max(1))
+            .enumerate()
+            .for_each(|(bh, p)| {
+                let (s, hd) = (bh / dims.heads, bh % dims.heads);
+                let off = dims.head_offset(s, hd);
+                // SAFETY: q/k/v views cover rows 0..l, columns off..off+d of one sequence; the
+                // output block (sequence s, head hd) belongs to this task alone.
+                unsafe {
+                    let qv = Mat(q.as_ptr().add(off), h, 1);
+                    let kt = Mat(k.as_ptr().add(off), 1, h);
+                    mm(l, l, d, Dst(p.as_mut_ptr(), l as isize), qv, kt, self.scale);
                 }
-                None => p,
-            };
-            unsafe {
-                let vv = Mat(v.as_ptr().add(off), h, 1);
-                let pw = Mat(weights.as_ptr(), l as isize, 1);
-                mm(l, d, l, dst.at(off, h), pw, vv, 1.0);
-            }
-        });
+                softmax_rows(p, &self.mask[s * l..(s + 1) * l], l);
+                let dropped;
+                let weights: &[f32] = match &self.dropout {
+                    Some(mask) => {
+                        let m = &mask[bh * l * l..(bh + 1) * l * l];
+                        dropped = p.iter().zip(m).map(|(a, b)| a * b).collect::<Vec<_>>();
+                        &dropped
+                    }
+                    None => p,
+                };
+                unsafe {
+                    let vv = Mat(v.as_ptr().add(off), h, 1);
+                    let pw = Mat(weights.as_ptr(), l as isize, 1);
+                    mm(l, d, l, dst.at(off, h), pw, vv, 1.0);
+                }
+            });
         *self.probs.lock().expect("attention probs lock") = Some(Arc::new(probs));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
