@@ -166,7 +166,19 @@ fn mlm_existing_head_trains_logs_and_saves() {
         assert!(num(l, "loss").is_finite() && num(l, "loss") > 0.0, "{l}");
         let norm = num(l, "grad_norm");
         assert!(norm.is_finite() && norm > 0.0, "{l}");
+        let phases = ["forward_s", "backward_s", "optimizer_s"].map(|k| num(l, k));
+        assert!(phases.iter().all(|&t| t > 0.0), "{l}");
     }
+    // One line per step: the steps' phase times add up to no more than the run's wall time.
+    let phase_total: f64 = train
+        .iter()
+        .map(|l| num(l, "forward_s") + num(l, "backward_s") + num(l, "optimizer_s"))
+        .sum();
+    let elapsed = num(train.last().unwrap(), "elapsed_s");
+    assert!(
+        phase_total <= elapsed && phase_total > 0.2 * elapsed,
+        "{phase_total} vs {elapsed}"
+    );
     assert_eq!(evals.len(), 1, "{evals:?}");
     assert_eq!(evals[0]["step"], 6);
     assert_eq!(num(&evals[0]["eval"], "heldout_loss"), l1);
