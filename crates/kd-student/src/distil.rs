@@ -63,7 +63,7 @@ impl Default for DistilLoss {
 pub struct StudentSpec {
     /// Initialise from these teacher layers (0-based) of `teacher` (DistilBERT).
     pub teacher: Option<PathBuf>,
-    /// Teacher layers to copy.
+    /// Layers (0-based) of `teacher` or `init` to copy.
     pub layers: Vec<usize>,
     /// Or initialise the same way from `layers` of this model, which need not be the teacher
     /// that wrote the cache: e.g. the pre-trained checkpoint the teacher was fine-tuned from,
@@ -71,7 +71,7 @@ pub struct StudentSpec {
     pub init: Option<PathBuf>,
     /// Or a fresh student from this `config.json`, with the tokenizer of `tokenizer_from`.
     pub config: Option<PathBuf>,
-    /// Directory whose tokenizer the student uses (defaults to `teacher`).
+    /// Directory whose tokenizer the student uses (defaults to `teacher` or `init`).
     pub tokenizer_from: Option<PathBuf>,
 }
 
