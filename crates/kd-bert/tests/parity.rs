@@ -31,6 +31,20 @@ fn check_encoder(
             TOL,
         );
     }
+    // Without attention maps the CPU forward takes the fused attention; it matches too.
+    let fused = loaded
+        .model
+        .encode(&input(&exp), &[], &mut ForwardCtx::eval())
+        .unwrap();
+    for i in 0..=n {
+        let key = format!("hidden_states.{i}");
+        assert_close(
+            &format!("{name} {key} (fused attention)"),
+            &fused.hidden_states[i],
+            &exp[&key],
+            TOL,
+        );
+    }
     for i in 0..n {
         let maps = out.attention(i + 1).unwrap();
         let key = format!("attentions.{i}");
