@@ -140,6 +140,24 @@ fn fused_linear_matches_composed() {
         "linear",
         1e-5,
     );
+    // An empty batch: an empty output, and zero weight and bias gradients.
+    let w = Var::from_tensor(&inputs[1]).unwrap();
+    let b = Var::from_tensor(&inputs[2]).unwrap();
+    let empty = Tensor::zeros((0, 7), DType::F32, &Device::Cpu).unwrap();
+    let y = ops::linear(&empty, w.as_tensor(), b.as_tensor()).unwrap();
+    assert_eq!(y.dims(), [0, 3]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    for v in [&w, &b] {
+        let grad = g.get(v.as_tensor()).unwrap();
+        let total = grad
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(total, 0.0);
+    }
     // A 2-D input, and one that is a non-contiguous view.
     let x = randn(&[4, 7], DType::F32);
     let y = ops::linear(&x.t().unwrap().t().unwrap(), &inputs[1], &inputs[2]).unwrap();
