@@ -70,9 +70,11 @@ struct Dims {
 }
 
 impl Dims {
+    /// Head width.
     fn d(&self) -> usize {
         self.h / self.heads
     }
+
     /// Offset of head `hd` of sequence `s` in a `[B, L, H]` buffer.
     fn head_offset(&self, s: usize, hd: usize) -> usize {
         s * self.l * self.h + hd * self.d()
@@ -98,9 +100,11 @@ unsafe impl Sync for Out {}
 
 impl Out {
     /// The output matrix at element `offset`, with row stride `rs`.
-    fn at(self, offset: usize, rs: isize) -> Dst {
-        // SAFETY: callers pass offsets inside the output buffer.
-        Dst(unsafe { self.0.add(offset) }, rs)
+    ///
+    /// # Safety
+    /// `offset` must lie inside the output buffer.
+    unsafe fn at(self, offset: usize, rs: isize) -> Dst {
+        Dst(self.0.add(offset), rs)
     }
 }
 
