@@ -22,28 +22,21 @@ fn check_encoder(
         .model
         .encode(&input(&exp), &layers, &mut ForwardCtx::eval())
         .unwrap();
-    for i in 0..=n {
-        let key = format!("hidden_states.{i}");
-        assert_close(
-            &format!("{name} {key}"),
-            &out.hidden_states[i],
-            &exp[&key],
-            TOL,
-        );
-    }
     // Without attention maps the CPU forward takes the fused attention; it matches too.
     let fused = loaded
         .model
         .encode(&input(&exp), &[], &mut ForwardCtx::eval())
         .unwrap();
-    for i in 0..=n {
-        let key = format!("hidden_states.{i}");
-        assert_close(
-            &format!("{name} {key} (fused attention)"),
-            &fused.hidden_states[i],
-            &exp[&key],
-            TOL,
-        );
+    for (run, path) in [(&out, ""), (&fused, " (fused attention)")] {
+        for i in 0..=n {
+            let key = format!("hidden_states.{i}");
+            assert_close(
+                &format!("{name} {key}{path}"),
+                &run.hidden_states[i],
+                &exp[&key],
+                TOL,
+            );
+        }
     }
     for i in 0..n {
         let maps = out.attention(i + 1).unwrap();

@@ -7,6 +7,7 @@
 //! only the probabilities for the backward pass, which is five GEMMs per head.
 
 use super::f32_input;
+use super::softmax::{softmax_grad_in_place, softmax_in_place};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
@@ -145,24 +146,6 @@ unsafe fn mm(m: usize, n: usize, k: usize, dst: Dst, a: Mat, b: Mat, beta: f32) 
     );
 }
 
-/// Masked softmax of each row of `s` (`l` x `l`) in place, adding the key mask `m`.
-fn softmax_rows(s: &mut [f32], m: &[f32], l: usize) {
-    for row in s.chunks_mut(l) {
-        let mut max = f32::NEG_INFINITY;
-        for (x, &mv) in row.iter_mut().zip(m) {
-            *x += mv;
-            max = max.max(*x);
-        }
-        let mut sum = 0f32;
-        for x in row.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
-        row.iter_mut().for_each(|x| *x *= inv);
-    }
-}
-
 impl CustomOp3 for FusedAttention {
     fn name(&self) -> &'static str {
         "kd-attention"
@@ -196,7 +179,9 @@ impl CustomOp3 for FusedAttention {
                     let kt = Mat(k.as_ptr().add(off), 1, h);
                     mm(l, l, d, Dst(p.as_mut_ptr(), l as isize), qv, kt, self.scale);
                 }
-                softmax_rows(p, &self.mask[s * l..(s + 1) * l], l);
+                let key_mask = &self.mask[s * l..(s + 1) * l];
+                p.chunks_mut(l)
+                    .for_each(|row| softmax_in_place(row, Some(key_mask)));
                 let dropped;
                 let weights: &[f32] = match &self.dropout {
                     Some(mask) => {
@@ -306,12 +291,9 @@ impl CustomOp3 for AttentionGrad {
                 ds.iter_mut().zip(m).for_each(|(x, &m)| *x *= m);
             }
             // dS = P * (dP - rowsum(dP * P))
-            for (row, prow) in ds.chunks_mut(l).zip(p.chunks(l)) {
-                let dot: f32 = row.iter().zip(prow).map(|(a, b)| a * b).sum();
-                row.iter_mut()
-                    .zip(prow)
-                    .for_each(|(x, &pv)| *x = pv * (*x - dot));
-            }
+            ds.chunks_mut(l)
+                .zip(p.chunks(l))
+                .for_each(|(row, prow)| softmax_grad_in_place(row, prow));
             unsafe {
                 let dsv = Mat(ds.as_ptr(), l as isize, 1);
                 let dst_t = Mat(ds.as_ptr(), 1, l as isize);

@@ -27,29 +27,36 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Softmax of `row + mask` (the mask, when given, added first) in place.
+pub(super) fn softmax_in_place(row: &mut [f32], mask: Option<&[f32]>) {
+    if let Some(m) = mask {
+        row.iter_mut().zip(m).for_each(|(x, &mv)| *x += mv);
+    }
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// The softmax backward of one row in place: `g` becomes `y * (g - sum(g * y))`.
+pub(super) fn softmax_grad_in_place(g: &mut [f32], y: &[f32]) {
+    let dot: f32 = y.iter().zip(g.iter()).map(|(a, b)| a * b).sum();
+    g.iter_mut().zip(y).for_each(|(g, &y)| *g = y * (*g - dot));
+}
+
 /// Row-wise softmax of `src + mask`, where row `r` uses mask row `r / rows_per_mask`.
 fn softmax_rows(dst: &mut [f32], src: &[f32], n: usize, mask: Option<(&[f32], usize)>) {
     dst.par_chunks_mut(n)
         .zip(src.par_chunks(n))
         .enumerate()
         .for_each(|(r, (d, s))| {
-            match mask {
-                Some((m, per)) => {
-                    let m = &m[(r / per) * n..(r / per + 1) * n];
-                    for ((o, &x), &mv) in d.iter_mut().zip(s).zip(m) {
-                        *o = x + mv;
-                    }
-                }
-                None => d.copy_from_slice(s),
-            }
-            let max = d.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for o in d.iter_mut() {
-                *o = (*o - max).exp();
-                sum += *o;
-            }
-            let inv = 1.0 / sum;
-            d.iter_mut().for_each(|o| *o *= inv);
+            d.copy_from_slice(s);
+            let m = mask.map(|(m, per)| &m[(r / per) * n..(r / per + 1) * n]);
+            softmax_in_place(d, m);
         });
 }
 
@@ -132,15 +139,10 @@ impl CustomOp2 for SoftmaxGrad {
         let y = f32_input(s1, l1, self.name())?;
         let g = f32_input(s2, l2, self.name())?;
         let n = l1.dims().last().copied().unwrap_or(1).max(1);
-        let mut dst = vec![0f32; y.len()];
+        let mut dst = g.to_vec();
         dst.par_chunks_mut(n)
-            .zip(y.par_chunks(n).zip(g.par_chunks(n)))
-            .for_each(|(d, (y, g))| {
-                let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
-                for ((o, &y), &g) in d.iter_mut().zip(y).zip(g) {
-                    *o = y * (g - dot);
-                }
-            });
+            .zip(y.par_chunks(n))
+            .for_each(|(d, y)| softmax_grad_in_place(d, y));
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
 }
