@@ -338,16 +338,9 @@ impl MmapShard {
     /// decompressed but no record is decoded.
     pub fn epochs_and_lengths(&self) -> Result<Vec<(u32, u32)>> {
         let mut out = Vec::with_capacity(self.records.len());
-        let mut current: Option<(u32, Arc<Vec<u8>>)> = None;
         for (i, e) in self.records.iter().enumerate() {
-            let block = match &current {
-                Some((b, data)) if *b == e.block => data.clone(),
-                _ => {
-                    let data = self.block(e.block).map_err(|err| at_record(err, i))?;
-                    current = Some((e.block, data.clone()));
-                    data
-                }
-            };
+            // Records of a block are consecutive and `block` keeps the last one decompressed.
+            let block = self.block(e.block).map_err(|err| at_record(err, i))?;
             let loc = || format!("record {i} (block {})", e.block);
             let start = e.offset as usize;
             let bytes = block
