@@ -1,4 +1,5 @@
-//! File helpers: atomic writes, SHA-256 of files, a hashing writer.
+//! File helpers: atomic writes, temporary files removed on error, positional
+//! reads, SHA-256 of files, a hashing writer.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -41,11 +42,95 @@ pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
     sync_parent(path)
 }
 
-/// Writes `bytes` to `path` atomically (`path.tmp`, fsync, rename).
+/// A file written under its temporary name (`name.tmp`) until
+/// [`commit`](Self::commit) renames it; dropped uncommitted (any error path),
+/// it removes the temporary file.
+#[derive(Debug)]
+pub struct TmpFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TmpFile {
+    /// Creates (or truncates) `path.tmp` for reading and writing.
+    pub fn create(path: &Path) -> Result<(TmpFile, File)> {
+        let tmp = tmp_path(path);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| CacheError::io(&tmp, e))?;
+        let guard = TmpFile {
+            tmp,
+            path: path.to_path_buf(),
+            armed: true,
+        };
+        Ok((guard, file))
+    }
+
+    /// The temporary name.
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The final name.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fsyncs the temporary file, renames it to its final name and fsyncs the
+    /// folder. On error the temporary file is removed.
+    pub fn commit(mut self) -> Result<()> {
+        commit(&self.tmp, &self.path)?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (`path.tmp`, fsync, rename); on error
+/// nothing is left under either name.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| CacheError::io(&tmp, e))?;
-    commit(&tmp, path)
+    let (guard, mut file) = TmpFile::create(path)?;
+    file.write_all(bytes)
+        .map_err(|e| CacheError::io(guard.tmp(), e))?;
+    drop(file);
+    guard.commit()
+}
+
+/// Reads exactly `buf.len()` bytes of `file` at `offset`, without moving any
+/// file position (safe to share `file` between threads).
+pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut done, mut buf) = (0u64, buf);
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_read(file, buf, offset + done) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    done += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Lower-case hex SHA-256 of the file at `path`.

@@ -5,7 +5,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{CacheError, Result};
-use crate::fsutil::{commit, tmp_path, HashingWriter};
+use crate::fsutil::{HashingWriter, TmpFile};
 use crate::manifest::{Manifest, ShardInfo, SCHEMA_VERSION};
 
 /// How shard files get into the merged cache.
@@ -65,11 +65,12 @@ fn comparable(m: &Manifest) -> Result<serde_json::Value> {
     serde_json::to_value(&m).map_err(|e| CacheError::Invalid(e.to_string()))
 }
 
-/// Copies `from` to `to` (via `to.tmp`), returning the copy's SHA-256.
+/// Copies `from` to `to` (via `to.tmp`, removed on error), returning the
+/// copy's SHA-256.
 fn copy_file(from: &Path, to: &Path) -> Result<String> {
-    let tmp = tmp_path(to);
     let src = File::open(from).map_err(|e| CacheError::io(from, e))?;
-    let dst = File::create(&tmp).map_err(|e| CacheError::io(&tmp, e))?;
+    let (guard, dst) = TmpFile::create(to)?;
+    let tmp = guard.tmp().to_path_buf();
     let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, dst));
     std::io::copy(&mut BufReader::with_capacity(1 << 20, src), &mut out)
         .and_then(|_| out.flush())
@@ -77,7 +78,7 @@ fn copy_file(from: &Path, to: &Path) -> Result<String> {
     let (buf, sha, _) = out.finish();
     buf.into_inner()
         .map_err(|e| CacheError::io(&tmp, e.into_error()))?;
-    commit(&tmp, to)?;
+    guard.commit()?;
     Ok(sha)
 }
 

@@ -10,7 +10,7 @@ use memmap2::Mmap;
 
 use crate::codec::{decode_record, encode_record, peek_epoch_and_len};
 use crate::error::{CacheError, Result};
-use crate::fsutil::{commit, tmp_path, HashingWriter};
+use crate::fsutil::{HashingWriter, TmpFile};
 use crate::manifest::ShardInfo;
 use crate::record::Record;
 
@@ -65,11 +65,14 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Writes one mmap shard to `name.tmp`, renamed into place by [`finish`](Self::finish).
+/// Writes one mmap shard to `name.tmp`, renamed into place by
+/// [`finish`](Self::finish); dropped unfinished or after an error, it removes
+/// `name.tmp`.
 #[derive(Debug)]
 pub struct MmapShardWriter {
     path: PathBuf,
     tmp: PathBuf,
+    guard: TmpFile,
     out: Option<HashingWriter<BufWriter<File>>>,
     raw: Vec<u8>,
     blocks: Vec<BlockEntry>,
@@ -84,8 +87,8 @@ impl MmapShardWriter {
     /// Starts `path` (written as `path.tmp` until finished); blocks are cut
     /// once they hold `block_bytes` of encoded records, compressed at zstd `level`.
     pub fn create(path: &Path, block_bytes: usize, level: i32) -> Result<Self> {
-        let tmp = tmp_path(path);
-        let file = File::create(&tmp).map_err(|e| CacheError::io(&tmp, e))?;
+        let (guard, file) = TmpFile::create(path)?;
+        let tmp = guard.tmp().to_path_buf();
         let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
@@ -96,6 +99,7 @@ impl MmapShardWriter {
         Ok(MmapShardWriter {
             path: path.to_path_buf(),
             tmp,
+            guard,
             out: Some(out),
             raw: Vec::new(),
             blocks: Vec::new(),
@@ -196,7 +200,7 @@ impl MmapShardWriter {
         let (buf, sha256, bytes) = out.finish();
         buf.into_inner()
             .map_err(|e| CacheError::io(&self.tmp, e.into_error()))?;
-        commit(&self.tmp, &self.path)?;
+        self.guard.commit()?;
         Ok(ShardInfo {
             file: file_name(&self.path),
             rows: self.records.len() as u64,
@@ -204,14 +208,6 @@ impl MmapShardWriter {
             bytes,
             sha256,
         })
-    }
-}
-
-impl Drop for MmapShardWriter {
-    fn drop(&mut self) {
-        if self.out.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
     }
 }
 

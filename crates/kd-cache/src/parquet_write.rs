@@ -23,7 +23,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{CacheError, Result};
-use crate::fsutil::{commit, tmp_path, HashingWriter};
+use crate::fsutil::{HashingWriter, TmpFile};
 use crate::manifest::{ShardInfo, SCHEMA_VERSION};
 use crate::mmap_shard::file_name;
 use crate::precision::Precision;
@@ -253,10 +253,13 @@ fn record_bytes(r: &Record) -> usize {
         .sum()
 }
 
-/// Writes one Parquet shard to `name.tmp`, renamed into place by [`finish`](Self::finish).
+/// Writes one Parquet shard to `name.tmp`, renamed into place by
+/// [`finish`](Self::finish); dropped unfinished or after an error, it removes
+/// `name.tmp`.
 pub struct ParquetShardWriter {
     path: PathBuf,
     tmp: PathBuf,
+    guard: TmpFile,
     spec: TargetSpec,
     schema: SchemaRef,
     writer: Option<ArrowWriter<HashingWriter<BufWriter<File>>>>,
@@ -287,8 +290,8 @@ impl ParquetShardWriter {
         row_group_bytes: usize,
         zstd_level: i32,
     ) -> Result<Self> {
-        let tmp = tmp_path(path);
-        let file = File::create(&tmp).map_err(|e| CacheError::io(&tmp, e))?;
+        let (guard, file) = TmpFile::create(path)?;
+        let tmp = guard.tmp().to_path_buf();
         let level = ZstdLevel::try_new(zstd_level)
             .map_err(|e| CacheError::Invalid(format!("zstd level {zstd_level}: {e}")))?;
         let mut props = WriterProperties::builder()
@@ -307,6 +310,7 @@ impl ParquetShardWriter {
         Ok(ParquetShardWriter {
             path: path.to_path_buf(),
             tmp,
+            guard,
             spec: spec.clone(),
             schema,
             writer: Some(writer),
@@ -368,7 +372,7 @@ impl ParquetShardWriter {
         let (buf, sha256, bytes) = out.finish();
         buf.into_inner()
             .map_err(|e| CacheError::io(&self.tmp, e.into_error()))?;
-        commit(&self.tmp, &self.path)?;
+        self.guard.commit()?;
         Ok(ShardInfo {
             file: file_name(&self.path),
             rows: self.rows,
@@ -376,13 +380,5 @@ impl ParquetShardWriter {
             bytes,
             sha256,
         })
-    }
-}
-
-impl Drop for ParquetShardWriter {
-    fn drop(&mut self) {
-        if self.writer.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
     }
 }

@@ -49,8 +49,8 @@ enum Inner {
 ///
 /// Records are converted to the spec's precisions when needed
 /// ([`Record::conform`]) and checked ([`Record::validate`]). Until
-/// [`finish`](Self::finish) the data goes to `name.tmp` (removed if the
-/// writer is dropped unfinished).
+/// [`finish`](Self::finish) the data goes to `name.tmp`, which is removed
+/// when finishing fails or the writer is dropped unfinished.
 #[derive(Debug)]
 pub struct ShardWriter {
     spec: TargetSpec,
