@@ -5,8 +5,8 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{CacheError, Result};
-use crate::fsutil::{HashingWriter, TmpFile};
-use crate::manifest::{Manifest, ShardInfo, SCHEMA_VERSION};
+use crate::fsutil::{sha256_file, HashingWriter, TmpFile};
+use crate::manifest::{Manifest, ShardInfo, MANIFEST_FILE, SCHEMA_VERSION};
 
 /// How shard files get into the merged cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,21 +142,192 @@ fn check_parts(inputs: &[PathBuf]) -> Result<Vec<(PathBuf, Manifest)>> {
         .iter()
         .filter_map(|(_, m)| m.part.map(|p| p.index))
         .collect();
-    let missing: Vec<String> = (0..count)
-        .filter(|i| !have.contains(i))
-        .map(|i| i.to_string())
-        .collect();
-    if !missing.is_empty() {
-        return Err(bad(format!(
-            "missing part(s) {} of {count} (given: {})",
-            missing.join(", "),
-            have.iter()
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+    if let Some(missing) = missing_parts(&have, count) {
+        return Err(bad(missing));
     }
     Ok(parts)
+}
+
+/// Ranges listed in a missing-part report before the rest is only counted.
+const SHOWN_RANGES: usize = 6;
+
+/// The report of the indices in `0..count` that are not in `have` (sorted,
+/// distinct, each `< count`), or `None` when none is missing:
+/// `parts 1, 3..29999999 of 30000000 missing (found 2)`. The work is bounded
+/// by the parts found, not by `count`.
+fn missing_parts(have: &[u32], count: u32) -> Option<String> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut next = 0u64;
+    for h in have.iter().map(|&h| u64::from(h)).chain([u64::from(count)]) {
+        if h > next {
+            ranges.push((next, h - 1));
+        }
+        next = next.max(h + 1);
+    }
+    if ranges.is_empty() {
+        return None;
+    }
+    let total: u64 = ranges.iter().map(|(a, b)| b - a + 1).sum();
+    let mut shown: Vec<String> = ranges
+        .iter()
+        .take(SHOWN_RANGES)
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}..{b}")
+            }
+        })
+        .collect();
+    if ranges.len() > SHOWN_RANGES {
+        shown.push(format!("and {} more ranges", ranges.len() - SHOWN_RANGES));
+    }
+    Some(format!(
+        "{} {} of {count} missing (found {})",
+        if total == 1 { "part" } else { "parts" },
+        shown.join(", "),
+        have.len()
+    ))
+}
+
+/// Checks, before anything is written or moved, that every shard of every
+/// part exists with the size its manifest gives (and, when moving, the
+/// SHA-256), and so does part 0's token-count file.
+fn check_files(parts: &[(PathBuf, Manifest)], mode: MergeMode) -> Result<()> {
+    let mut files: Vec<(PathBuf, Option<u64>, &str)> = Vec::new();
+    for (dir, m) in parts {
+        for s in &m.shards {
+            files.push((dir.join(&s.file), Some(s.bytes), &s.sha256));
+        }
+    }
+    if let Some(tc) = &parts[0].1.token_counts {
+        files.push((parts[0].0.join(&tc.file), None, &tc.sha256));
+    }
+    for (path, bytes, sha) in files {
+        let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                CacheError::corrupt(&path, "file", "listed in manifest.json but missing")
+            }
+            _ => CacheError::io(&path, e),
+        })?;
+        if bytes.is_some_and(|b| b != meta.len()) {
+            return Err(CacheError::corrupt(
+                &path,
+                "file",
+                format!(
+                    "{} bytes, manifest.json says {}",
+                    meta.len(),
+                    bytes.unwrap_or(0)
+                ),
+            ));
+        }
+        if mode == MergeMode::Move && !sha256_file(&path)?.eq_ignore_ascii_case(sha) {
+            return Err(CacheError::corrupt(
+                &path,
+                "file",
+                "sha256 differs from its manifest.json (run verify on the part)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How a file got into the merged cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// Renamed: undone by renaming it back.
+    Renamed,
+    /// Copied (the source is still there): undone by removing the copy.
+    Copied,
+}
+
+/// The files placed in the output so far, to undo them if the merge fails.
+#[derive(Debug, Default)]
+struct Placed(Vec<(PathBuf, PathBuf, How)>);
+
+impl Placed {
+    /// Moves or copies `from` to `to` and remembers it. A copy must have
+    /// SHA-256 `sha` (when given); it is removed otherwise.
+    fn place(&mut self, from: &Path, to: &Path, mode: MergeMode, sha: Option<&str>) -> Result<()> {
+        if mode == MergeMode::Move && std::fs::rename(from, to).is_ok() {
+            self.0
+                .push((from.to_path_buf(), to.to_path_buf(), How::Renamed));
+            return Ok(());
+        }
+        let got = copy_file(from, to)?;
+        self.0
+            .push((from.to_path_buf(), to.to_path_buf(), How::Copied));
+        if sha.is_some_and(|sha| !got.eq_ignore_ascii_case(sha)) {
+            return Err(CacheError::corrupt(
+                from,
+                "file",
+                "sha256 differs from its manifest.json (run verify on the part)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts everything back where it was; returns what could not be undone.
+    fn undo(self) -> Vec<String> {
+        let mut failed = Vec::new();
+        for (from, to, how) in self.0.into_iter().rev() {
+            let r = match how {
+                How::Renamed => std::fs::rename(&to, &from),
+                How::Copied => std::fs::remove_file(&to),
+            };
+            if let Err(e) = r {
+                failed.push(format!("{} -> {}: {e}", to.display(), from.display()));
+            }
+        }
+        failed
+    }
+
+    /// Sources of the files copied in move mode (to remove once the merge is complete).
+    fn copied_sources(&self) -> impl Iterator<Item = &Path> {
+        self.0
+            .iter()
+            .filter(|(_, _, h)| *h == How::Copied)
+            .map(|(from, _, _)| from.as_path())
+    }
+}
+
+/// Places every shard and the token-count file in `out` and writes the
+/// merged manifest.
+fn place_all(
+    parts: &[(PathBuf, Manifest)],
+    out: &Path,
+    mode: MergeMode,
+    merged: &mut Manifest,
+    placed: &mut Placed,
+) -> Result<()> {
+    let ext = merged.backend.extension();
+    for (dir, m) in parts {
+        for s in &m.shards {
+            let name = format!("shard-{:05}.{ext}", merged.shards.len());
+            placed.place(&dir.join(&s.file), &out.join(&name), mode, Some(&s.sha256))?;
+            merged.shards.push(ShardInfo {
+                file: name,
+                ..s.clone()
+            });
+        }
+    }
+    if let Some(tc) = &merged.token_counts {
+        if merged.shards.iter().any(|s| s.file == tc.file) || tc.file == MANIFEST_FILE {
+            return Err(bad(format!(
+                "the token-count file `{}` would overwrite a file of the merged cache",
+                tc.file
+            )));
+        }
+        let from = parts[0].0.join(&tc.file);
+        // Copied, never moved: every part keeps its own until the merge is complete.
+        placed.place(
+            &from,
+            &out.join(&tc.file),
+            MergeMode::Copy,
+            Some(&tc.sha256),
+        )?;
+    }
+    merged.save(out)
 }
 
 /// Joins the caches in `inputs` (every part of one `--shard i/N` run, in any
@@ -165,8 +336,15 @@ fn check_parts(inputs: &[PathBuf]) -> Result<Vec<(PathBuf, Manifest)>> {
 /// equal to the parts' except for `shards` and `part` (removed). Refuses,
 /// naming the difference, parts of different runs or settings, repeated or
 /// missing parts, and an `out` that already holds a cache.
+///
+/// Every shard is checked (present, size, and SHA-256 when moving) before
+/// the first is placed; when placing fails midway, the files placed so far
+/// are moved back or removed, so the parts stay as they were and the command
+/// can be run again.
 pub fn merge(inputs: &[PathBuf], out: &Path, mode: MergeMode) -> Result<Manifest> {
     let parts = check_parts(inputs)?;
+    check_files(&parts, mode)?;
+    let created_out = !out.exists();
     std::fs::create_dir_all(out).map_err(|e| CacheError::io(out, e))?;
     if Manifest::path(out).exists() {
         return Err(CacheError::Invalid(format!(
@@ -177,49 +355,24 @@ pub fn merge(inputs: &[PathBuf], out: &Path, mode: MergeMode) -> Result<Manifest
     let mut merged = parts[0].1.clone();
     merged.part = None;
     merged.shards = Vec::new();
-    let ext = merged.backend.extension();
-    for (dir, m) in &parts {
-        for s in &m.shards {
-            let from = dir.join(&s.file);
-            let name = format!("shard-{:05}.{ext}", merged.shards.len());
-            let to = out.join(&name);
-            match mode {
-                MergeMode::Copy => {
-                    let sha = copy_file(&from, &to)?;
-                    if !sha.eq_ignore_ascii_case(&s.sha256) {
-                        let _ = std::fs::remove_file(&to);
-                        return Err(CacheError::corrupt(
-                            &from,
-                            "file",
-                            "sha256 differs from its manifest.json (run verify on the part)",
-                        ));
-                    }
-                }
-                MergeMode::Move => {
-                    if std::fs::rename(&from, &to).is_err() {
-                        copy_file(&from, &to)?;
-                        std::fs::remove_file(&from).map_err(|e| CacheError::io(&from, e))?;
-                    }
-                }
-            }
-            merged.shards.push(ShardInfo {
-                file: name,
-                ..s.clone()
-            });
+    let mut placed = Placed::default();
+    if let Err(e) = place_all(&parts, out, mode, &mut merged, &mut placed) {
+        let failed = placed.undo();
+        if created_out {
+            let _ = std::fs::remove_dir(out);
         }
-    }
-    if let Some(tc) = &merged.token_counts {
-        let sha = copy_file(&parts[0].0.join(&tc.file), &out.join(&tc.file))?;
-        if !sha.eq_ignore_ascii_case(&tc.sha256) {
-            return Err(CacheError::corrupt(
-                parts[0].0.join(&tc.file),
-                "file",
-                "sha256 differs from manifest.json",
-            ));
+        if failed.is_empty() {
+            return Err(e);
         }
+        return Err(CacheError::Invalid(format!(
+            "{e}; undoing the merge failed for: {}",
+            failed.join("; ")
+        )));
     }
-    merged.save(out)?;
     if mode == MergeMode::Move {
+        for from in placed.copied_sources() {
+            let _ = std::fs::remove_file(from);
+        }
         for (dir, m) in &parts {
             let _ = std::fs::remove_file(Manifest::path(dir));
             if let Some(tc) = &m.token_counts {

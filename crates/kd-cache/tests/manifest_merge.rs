@@ -181,7 +181,10 @@ fn merge_refuses_incompatible_parts() {
     let out = root.path().join("out");
 
     let e = merge(std::slice::from_ref(&p0), &out, MergeMode::Copy).unwrap_err();
-    assert!(e.to_string().contains("missing part(s) 1 of 2"), "{e}");
+    assert!(
+        e.to_string().contains("part 1 of 2 missing (found 1)"),
+        "{e}"
+    );
     let e = merge(&[p0.clone(), p0.clone()], &out, MergeMode::Copy).unwrap_err();
     assert!(e.to_string().contains("both part 0/2"), "{e}");
 
