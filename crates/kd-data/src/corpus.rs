@@ -81,6 +81,7 @@ pub fn list_files(inputs: &[PathBuf], extension: &str) -> Result<Vec<PathBuf>> {
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|e| DataError::io(input, e))?;
         if !meta.is_dir() {
+            crate::text::require_regular_file(input)?;
             files.push(input.clone());
             continue;
         }

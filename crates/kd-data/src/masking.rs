@@ -213,6 +213,7 @@ impl TokenCounts {
 
     /// Reads JSON written by [`TokenCounts::save`].
     pub fn load(path: &Path) -> Result<Self> {
+        crate::text::require_regular_file(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
         TokenCounts::from_json(&text).map_err(|e| match e {
             DataError::Json { line, message, .. } => DataError::Json {

@@ -117,7 +117,7 @@ impl MovieReviews {
 
 /// Reads and parses the file at `path`.
 pub fn load_movie_reviews(path: &Path) -> Result<MovieReviews> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = crate::text::read_regular_file(path)?;
     parse_movie_reviews(path, &bytes)
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 /// columns the file has.
 pub fn read_parquet(path: &Path, column: &str, documents: &mut Vec<Document>) -> Result<()> {
     let invalid = |msg: String| DataError::Invalid(format!("{}: {msg}", path.display()));
+    crate::text::require_regular_file(path)?;
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| invalid(format!("not a readable Parquet file: {e}")))?;

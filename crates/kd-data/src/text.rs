@@ -19,8 +19,34 @@ pub struct Line {
 /// kept; a leading UTF-8 byte-order mark is removed. Bytes that are not valid
 /// UTF-8 give [`DataError::NonUtf8`] naming the file and the line.
 pub fn read_lines(path: &Path) -> Result<Vec<Line>> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    split_lines(path, &bytes)
+    split_lines(path, &read_regular_file(path)?)
+}
+
+/// Fails unless `path` is a regular file (after following symlinks): a FIFO, socket or
+/// device given as input would block or never end.
+pub fn require_regular_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file (a FIFO, socket or device)"
+    };
+    Err(DataError::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{kind}; expected a file"),
+        ),
+    ))
+}
+
+/// Reads the whole of `path`, which must be a regular file ([`require_regular_file`]).
+pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
+    require_regular_file(path)?;
+    std::fs::read(path).map_err(|e| DataError::io(path, e))
 }
 
 /// Splits `bytes` (the content of `path`, used only in errors) into lines,

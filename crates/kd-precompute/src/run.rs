@@ -12,7 +12,6 @@ use crate::plan::{parse_part, part_range, plan_shards, ShardPlan};
 use crate::sources::{Sequence, SourceConfig};
 use crate::{Error, Result};
 use candle_core::Device;
-use kd_bert::checkpoint::find_weights;
 use kd_bert::tokenizer::{load_tokenizer, sha256_file, tokenizer_source};
 use kd_bert::{load_model, Architecture, BertConfig, LoadOptions};
 use kd_cache::writer::{ShardWriter, WriterOptions};
@@ -113,6 +112,12 @@ const PROGRESS_FILE: &str = "progress.json";
 /// Runs a precompute as configured (resuming if `out` holds an unfinished run of it).
 pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<PrecomputeReport> {
     let started = Instant::now();
+    if cfg.epochs == 0 {
+        return Err(Error::Config(
+            "epochs = 0: a precompute of no masked epoch writes no record; use --epochs 1 or more"
+                .into(),
+        ));
+    }
     let teacher_cfg = BertConfig::from_file(&cfg.teacher.join("config.json"))?;
     let spec = TargetSpec::parse(&cfg.targets, teacher_cfg.num_hidden_layers as u32)?;
     let backend: Backend = cfg.backend.parse()?;
@@ -122,6 +127,9 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         .map(parse_part)
         .transpose()
         .map_err(Error::Config)?;
+    // Held until the run ends: a second run into the same folder is refused, naming this one.
+    let _lock = kd_train::DirLock::acquire(&cfg.out, "kd precompute")
+        .map_err(|e| Error::Config(e.to_string()))?;
     let arch = if spec.logits {
         Architecture::SequenceClassification
     } else if spec.mlm_topk.is_some() || spec.mlm_sampled.is_some() {
@@ -190,7 +198,7 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
     let mut manifest = Manifest::new(spec.clone(), backend);
     manifest.teacher = TeacherInfo {
         config: serde_json::to_value(&teacher_cfg).expect("config serialises"),
-        weights_sha256: sha256_file(&find_weights(&cfg.teacher)?)?,
+        weights_sha256: kd_bert::checkpoint::weights_sha256(&cfg.teacher)?,
         source: Some(cfg.teacher.display().to_string()),
     };
     manifest.tokenizer_sha256 = sha256_file(&tokenizer_source(&cfg.teacher)?)?;

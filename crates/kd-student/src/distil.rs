@@ -38,9 +38,46 @@ pub struct DistilLoss {
     /// Multiply the soft-target term by T^2 (Hinton; DistilBERT does).
     pub t2_scaling: bool,
     /// Mass outside the cached top-k: `rest_bucket` (k+1-th bucket) or `renormalize`.
-    pub tail: String,
+    pub tail: TailMode,
     /// Soft targets from `topk` or `sampled` records.
-    pub soft_targets: String,
+    pub soft_targets: SoftTargetSource,
+}
+
+/// Where the soft targets come from in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SoftTargetSource {
+    /// The stored top-k logits and log-partitions (`mlm-topk` targets).
+    #[default]
+    Topk,
+    /// The stored draws from the teacher's distribution (`mlm-sampled` targets).
+    Sampled,
+}
+
+impl DistilLoss {
+    /// Fails, naming the key, on a weight that is not a finite number >= 0, on weights that
+    /// are all 0, or on a temperature that is not a finite number > 0.
+    pub fn validate(&self) -> Result<()> {
+        for (key, w) in [("ce", self.ce), ("mlm", self.mlm), ("cos", self.cos)] {
+            if !w.is_finite() || w < 0.0 {
+                return Err(Error::Config(format!(
+                    "loss.{key} = {w}: a loss weight must be a finite number >= 0"
+                )));
+            }
+        }
+        if self.ce + self.mlm + self.cos == 0.0 {
+            return Err(Error::Config(
+                "loss weights ce, mlm and cos are all 0: nothing would be trained".into(),
+            ));
+        }
+        if !self.temperature.is_finite() || self.temperature <= 0.0 {
+            return Err(Error::Config(format!(
+                "loss.temperature = {}: the temperature must be a finite number > 0",
+                self.temperature
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for DistilLoss {
@@ -51,8 +88,8 @@ impl Default for DistilLoss {
             mlm: 2.0,
             cos: 1.0,
             t2_scaling: true,
-            tail: "rest_bucket".into(),
-            soft_targets: "topk".into(),
+            tail: TailMode::RestBucket,
+            soft_targets: SoftTargetSource::Topk,
         }
     }
 }
@@ -160,6 +197,15 @@ impl TrainTask for DistilTask<'_> {
         self.epoch = epoch;
         self.windows = self.plan.epoch_windows(self.seed, epoch, &self.stream);
         self.prefetch = None;
+        if self.windows.is_empty() {
+            return Err(to_train(Error::Config(format!(
+                "the cache holds no record for training epoch {epoch} (masked view {} of {}; \
+                 its shards hold views {:?}): nothing to train on",
+                self.plan.view_of_epoch(epoch),
+                self.plan.views(),
+                self.plan.views_held()
+            ))));
+        }
         Ok(self
             .windows
             .iter()
@@ -289,7 +335,7 @@ impl DistilTask<'_> {
         cfg: &SoftTargetConfig,
     ) -> Result<Tensor> {
         let dev = &self.device;
-        if self.loss.soft_targets == "sampled" {
+        if self.loss.soft_targets == SoftTargetSource::Sampled {
             let (mut offsets, mut ids, mut counts) = (vec![0u32], Vec::new(), Vec::new());
             for rec in records {
                 let s = rec.mlm_sampled.as_ref().ok_or_else(|| {
@@ -321,12 +367,7 @@ impl DistilTask<'_> {
             self.k,
             dev,
         )?;
-        let tail = if self.loss.tail == "renormalize" {
-            TailMode::Renormalize
-        } else {
-            TailMode::RestBucket
-        };
-        Ok(soft_target_topk(logits, &targets, tail, cfg)?)
+        Ok(soft_target_topk(logits, &targets, self.loss.tail, cfg)?)
     }
 }
 
@@ -408,10 +449,10 @@ pub fn train_student(cfg: &DistilConfig, device: &Device) -> Result<DistilReport
 /// The targets the losses of `loss` need from a cache whose teacher has `layers` layers.
 fn needed_targets(loss: &DistilLoss, layers: u32) -> TargetSpec {
     let mut spec = TargetSpec::default();
-    if loss.ce > 0.0 && loss.soft_targets == "topk" {
+    if loss.ce > 0.0 && loss.soft_targets == SoftTargetSource::Topk {
         spec.mlm_topk = Some(TopKSpec {
             k: 1,
-            temperatures: if loss.tail == "renormalize" {
+            temperatures: if loss.tail == TailMode::Renormalize {
                 Vec::new()
             } else {
                 vec![loss.temperature]
@@ -419,7 +460,7 @@ fn needed_targets(loss: &DistilLoss, layers: u32) -> TargetSpec {
             logit_precision: Precision::F16,
         });
     }
-    if loss.ce > 0.0 && loss.soft_targets == "sampled" {
+    if loss.ce > 0.0 && loss.soft_targets == SoftTargetSource::Sampled {
         spec.mlm_sampled = Some(kd_cache::targets::SampledSpec {
             k: 1,
             temperature: loss.temperature,
@@ -434,15 +475,35 @@ fn needed_targets(loss: &DistilLoss, layers: u32) -> TargetSpec {
     spec
 }
 
-/// Trains `student` on the cache as configured, resuming from `out/checkpoints` if present.
+/// What defines a run for resuming: every setting but the output folder, and the cache's
+/// manifest by checksum (a cache rewritten in place is another cache).
+fn run_settings(cfg: &DistilConfig) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(cfg)
+        .map_err(|e| Error::Config(format!("settings do not serialise: {e}")))?;
+    if let Some(map) = v.as_object_mut() {
+        map.remove("out");
+        map.insert(
+            "cache_manifest_sha256".into(),
+            sha256_file(&kd_cache::Manifest::path(&cfg.cache))?.into(),
+        );
+    }
+    Ok(v)
+}
+
+/// Trains `student` on the cache as configured, resuming from `out/checkpoints` if present
+/// and the run there had the same settings.
 pub fn run_distil(
     cfg: &DistilConfig,
     student: &LoadedModel,
     tokenizer_dir: &std::path::Path,
     device: &Device,
 ) -> Result<DistilReport> {
+    cfg.loss.validate()?;
+    // Held until the run ends: a second run into the same folder is refused, naming this one.
+    let _lock = kd_train::DirLock::acquire(&cfg.out, "kd train")?;
     let reader = Arc::new(CacheReader::open(&cfg.cache)?);
     let manifest = reader.manifest().clone();
+    kd_train::run_settings::check_or_record(&cfg.out, &run_settings(cfg)?)?;
     let teacher_layers = manifest
         .teacher
         .config

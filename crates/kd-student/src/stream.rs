@@ -95,6 +95,24 @@ impl CachePlan {
         &self.reader
     }
 
+    /// The masked view training epoch `epoch` uses (views are used in turn).
+    pub fn view_of_epoch(&self, epoch: u64) -> u32 {
+        (epoch % u64::from(self.cache_epochs)) as u32
+    }
+
+    /// Masked views the manifest declares.
+    pub fn views(&self) -> u32 {
+        self.cache_epochs
+    }
+
+    /// Masked views the shards actually hold, ascending.
+    pub fn views_held(&self) -> Vec<u32> {
+        let mut v = self.shard_epochs.clone();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Records of the masked view training epoch `epoch` uses (views are used in turn).
     pub fn records_in_epoch(&self, epoch: u64) -> usize {
         let view = (epoch % u64::from(self.cache_epochs)) as u32;

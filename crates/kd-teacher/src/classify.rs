@@ -259,6 +259,7 @@ impl ClassifyTask<'_> {
 
 /// Runs classification fine-tuning as configured, resuming from `out/checkpoints` if present.
 pub fn run_classify(cfg: &ClassifyConfig, device: &Device) -> Result<ClassifyReport> {
+    let _lock = crate::claim_run_dir(&cfg.out, "kd finetune --objective classify", cfg)?;
     let splits = cfg.data.load()?;
     let tokenizer = load_tokenizer(&cfg.model)?;
     let encoder = TextEncoder::new(&tokenizer)?;

@@ -13,3 +13,21 @@ pub mod mlm;
 pub mod tensors;
 
 pub use error::{Error, Result};
+
+/// Takes the lock on a run's output folder and checks that a rerun resumes the same run: the
+/// settings (all but `out`) must equal those recorded when the run started. The lock is held
+/// until the returned value is dropped.
+pub(crate) fn claim_run_dir<C: serde::Serialize>(
+    out: &std::path::Path,
+    what: &str,
+    cfg: &C,
+) -> Result<kd_train::DirLock> {
+    let lock = kd_train::DirLock::acquire(out, what)?;
+    let mut settings = serde_json::to_value(cfg)
+        .map_err(|e| Error::Config(format!("settings do not serialise: {e}")))?;
+    if let Some(map) = settings.as_object_mut() {
+        map.remove("out");
+    }
+    kd_train::run_settings::check_or_record(out, &settings)?;
+    Ok(lock)
+}

@@ -196,6 +196,7 @@ pub fn run_mlm(cfg: &MlmConfig, device: &Device) -> Result<MlmReport> {
     if cfg.corpus.is_empty() {
         return Err(Error::Config("mlm: no corpus given".into()));
     }
+    let _lock = crate::claim_run_dir(&cfg.out, "kd finetune --objective mlm", cfg)?;
     let tokenizer = load_tokenizer(&cfg.model)?;
     let encoder = TextEncoder::new(&tokenizer)?;
     let format = match &cfg.text_field {

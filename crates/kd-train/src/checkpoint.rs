@@ -283,7 +283,11 @@ pub fn load_checkpoint(path: impl AsRef<Path>, device: &Device) -> Result<Checkp
     })
 }
 
-fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+/// Complete checkpoints in `dir` as `(step, path)`, by step (none when `dir` does not exist).
+pub fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {

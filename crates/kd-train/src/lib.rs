@@ -18,9 +18,12 @@
 //! - [`trainer`]: the training loop (accumulation, clipping, schedule, NaN guard, metrics,
 //!   progress, checkpoints, exact resume) over a [`TrainTask`].
 //! - [`params`]: named-variable helpers over a `VarMap`.
+//! - [`dir_lock`]: an advisory lock on an output directory ([`DirLock`]).
+//! - [`run_settings`]: the settings a run started with, checked when it resumes.
 //! - [`error`]: the crate's error type.
 
 pub mod checkpoint;
+pub mod dir_lock;
 pub mod error;
 mod fsutil;
 mod fused_adamw;
@@ -30,10 +33,14 @@ pub mod metrics;
 pub mod optim;
 pub mod params;
 pub mod progress;
+pub mod run_settings;
 pub mod schedule;
 pub mod trainer;
 
-pub use checkpoint::{load_checkpoint, load_latest, Checkpoint, CheckpointManager, TrainerState};
+pub use checkpoint::{
+    list_checkpoints, load_checkpoint, load_latest, Checkpoint, CheckpointManager, TrainerState,
+};
+pub use dir_lock::DirLock;
 pub use error::{Error, Result};
 pub use fsutil::write_atomic;
 pub use grads::{clip_grad_norm, global_norm, missing_or_zero_grads, GradAccumulator};

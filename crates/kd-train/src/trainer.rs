@@ -151,9 +151,20 @@ pub fn run_training(
     if cfg.grad_accum == 0 {
         return Err(Error::InvalidConfig("grad_accum must be > 0".into()));
     }
+    if cfg.epochs == 0 || cfg.max_steps == Some(0) {
+        return Err(Error::InvalidConfig(format!(
+            "epochs = {}, max_steps = {:?}: a run of no step would save an untrained model",
+            cfg.epochs, cfg.max_steps
+        )));
+    }
     let ckpt_dir = run_dir.join("checkpoints");
     let manager = CheckpointManager::new(&ckpt_dir, cfg.keep_last.max(1))?;
     let per_epoch = task.epoch_batches(0)?.len() as u64;
+    if per_epoch == 0 {
+        return Err(Error::InvalidConfig(
+            "epoch 0 has no micro-batch: there is no training data".into(),
+        ));
+    }
     let steps_per_epoch = per_epoch.div_ceil(cfg.grad_accum as u64).max(1);
     let mut total = steps_per_epoch * cfg.epochs;
     if let Some(m) = cfg.max_steps {
@@ -192,6 +203,12 @@ pub fn run_training(
     'epochs: while state.epoch < cfg.epochs && state.step < total {
         let batches = task.epoch_batches(state.epoch)?;
         let n = batches.len() as u64;
+        if n == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "epoch {} has no micro-batch: there is no training data for it",
+                state.epoch
+            )));
+        }
         while state.micro_batch < n {
             let t0 = Instant::now();
             let mb = task.micro_batch(&batches[state.micro_batch as usize], state.rng())?;

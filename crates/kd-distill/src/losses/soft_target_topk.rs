@@ -13,8 +13,10 @@ use crate::targets::TopKTargets;
 
 const LOSS: &str = "soft_target_topk";
 
-/// What the loss does with the teacher's probability mass outside its top-k ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What the loss does with the teacher's probability mass outside its top-k ids (in settings:
+/// `rest_bucket` or `renormalize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TailMode {
     /// `k + 1` buckets: the k ids, plus one "rest" bucket holding the teacher's tail mass
     /// `1 − Σ_topk p` and the student's mass outside those k ids. Needs the teacher's
@@ -23,6 +25,7 @@ pub enum TailMode {
     RestBucket,
     /// The teacher renormalised over its top-k, the student's softmax restricted to the same
     /// k ids; the tail is ignored (and the log-partition unused).
+    #[serde(alias = "renormalise")]
     Renormalize,
 }
 
