@@ -521,7 +521,7 @@ pub fn run_distil(
     // A student built from a teacher's layers (or an online teacher) must face the teacher
     // that wrote the cache.
     if let Some(dir) = cfg.online.as_ref().or(cfg.student.teacher.as_ref()) {
-        expect = expect.teacher(sha256_file(&kd_bert::checkpoint::find_weights(dir)?)?);
+        expect = expect.teacher(kd_bert::checkpoint::weights_sha256(dir)?);
     }
     manifest.check_compatible(&expect)?;
     if cfg.loss.cos > 0.0 && student.model.config.hidden_size != teacher_hidden {

@@ -1,10 +1,12 @@
 //! Hugging Face checkpoints in and out.
 
+mod fingerprint;
 mod load;
 mod names;
 mod read;
 mod save;
 
+pub use fingerprint::weights_sha256;
 pub use load::{load_into_varmap, LoadReport};
 pub use names::{base_model_name, canonical_name, is_head, Mapped};
 pub use read::{find_weights, read_tensors};

@@ -60,7 +60,7 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Ten
     Ok(out)
 }
 
-fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
         path: index.to_path_buf(),

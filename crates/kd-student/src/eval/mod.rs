@@ -28,7 +28,6 @@ pub use suite::{run_suite, EvalSuite, SuiteReport};
 
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
-use kd_bert::checkpoint::find_weights;
 use kd_bert::model::gather_positions;
 use kd_bert::tokenizer::{sha256_file, tokenizer_source};
 use kd_bert::{
@@ -158,7 +157,7 @@ pub fn evaluate_student(
         Some(dir) => {
             // A teacher without an MLM head gets a fresh one: it is only timed.
             let t = load_mlm(dir, true, device)?;
-            if sha256_file(&find_weights(dir)?)? != manifest.teacher.weights_sha256 {
+            if kd_bert::checkpoint::weights_sha256(dir)? != manifest.teacher.weights_sha256 {
                 notes.push(format!(
                     "{} is not the teacher that made the cache: it is timed here, the teacher \
                      accuracy comes from the cache",
