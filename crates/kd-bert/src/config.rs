@@ -159,24 +159,54 @@ fn blame_field(text: &str) -> Option<String> {
         .cloned()
 }
 
+/// Largest `config.json` read.
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Largest value accepted for each size field (vocabulary, widths, positions, token types,
+/// labels); far above any BERT, far below what would exhaust memory on its own.
+pub const MAX_SIZE: usize = 1 << 24;
+
+/// Most encoder layers accepted.
+pub const MAX_LAYERS: usize = 1024;
+
+/// Most parameters a config may describe (all heads counted): 4 Gi, 16 GiB as f32.
+pub const MAX_PARAMETERS: u64 = 1 << 32;
+
 impl BertConfig {
     /// Reads and validates a `config.json`, naming the file and field on error.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_json_str(&text).map_err(|msg| Error::Config {
+        let cfg = Self::read_unvalidated(path)?;
+        cfg.validate().map_err(|msg| Error::Config {
             path: path.to_path_buf(),
             msg,
-        })
+        })?;
+        Ok(cfg)
+    }
+
+    /// Reads a `config.json` (a regular file of bounded size) and parses its fields, without
+    /// the checks of [`BertConfig::validate`].
+    pub(crate) fn read_unvalidated(path: &Path) -> Result<Self> {
+        let err = |msg: String| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
+        crate::files::regular_file_len(path, MAX_CONFIG_BYTES).map_err(err)?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text).map_err(err)
     }
 
     /// Parses and validates config JSON; the error names the field.
     pub fn from_json_str(text: &str) -> std::result::Result<Self, String> {
-        let cfg: Self = serde_json::from_str(text).map_err(|e| match blame_field(text) {
-            Some(field) => format!("field {field}: {e}"),
-            None => e.to_string(),
-        })?;
+        let cfg = Self::parse(text)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    fn parse(text: &str) -> std::result::Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| match blame_field(text) {
+            Some(field) => format!("field {field}: {e}"),
+            None => e.to_string(),
+        })
     }
 
     /// Checks field values that serde cannot (divisibility, ranges, activation name).
@@ -194,6 +224,24 @@ impl BertConfig {
         for (name, v) in positive {
             if v == 0 {
                 return Err(format!("field {name}: must be > 0"));
+            }
+        }
+        let capped = [
+            ("vocab_size", self.vocab_size, MAX_SIZE),
+            ("hidden_size", self.hidden_size, MAX_SIZE),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("intermediate_size", self.intermediate_size, MAX_SIZE),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_SIZE,
+            ),
+            ("type_vocab_size", self.type_vocab_size, MAX_SIZE),
+            ("id2label", self.num_labels(), MAX_SIZE),
+        ];
+        for (name, v, max) in capped {
+            if v > max {
+                return Err(format!("field {name}: {v} is more than the {max} accepted"));
             }
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
@@ -217,7 +265,90 @@ impl BertConfig {
         if self.layer_norm_eps <= 0.0 {
             return Err("field layer_norm_eps: must be > 0".into());
         }
-        Ok(())
+        self.check_parameter_count()
+    }
+
+    /// Number of parameters of a model with every head (pooler, MLM head, classifier), in
+    /// checked arithmetic; `None` if it does not fit in a `u64`.
+    pub fn parameter_count(&self) -> Option<u64> {
+        let (h, v, i) = (
+            self.hidden_size as u64,
+            self.vocab_size as u64,
+            self.intermediate_size as u64,
+        );
+        let (p, t, n, l) = (
+            self.max_position_embeddings as u64,
+            self.type_vocab_size as u64,
+            self.num_hidden_layers as u64,
+            self.num_labels() as u64,
+        );
+        let hh = h.checked_mul(h)?;
+        let hi = h.checked_mul(i)?;
+        let embeddings = v
+            .checked_add(p)?
+            .checked_add(t)?
+            .checked_mul(h)?
+            .checked_add(h.checked_mul(2)?)?;
+        // Attention (4 dense + LayerNorm), feed-forward (2 dense + LayerNorm).
+        let layer = hh
+            .checked_add(h)?
+            .checked_mul(4)?
+            .checked_add(hi.checked_mul(2)?)?
+            .checked_add(i)?
+            .checked_add(h.checked_mul(5)?)?;
+        let heads = hh
+            .checked_mul(2)?
+            .checked_add(h.checked_mul(4)?)?
+            .checked_add(v)?
+            .checked_add(l.checked_mul(h)?.checked_add(l)?)?;
+        embeddings
+            .checked_add(layer.checked_mul(n)?)?
+            .checked_add(heads)
+    }
+
+    /// Refuses configs whose models would exceed [`MAX_PARAMETERS`], naming the size field
+    /// that contributes most.
+    fn check_parameter_count(&self) -> std::result::Result<(), String> {
+        let count = self.parameter_count();
+        if count.is_some_and(|c| c <= MAX_PARAMETERS) {
+            return Ok(());
+        }
+        // The field whose reduction to 1 shrinks the model most.
+        let shrunk = |field: &str| {
+            let mut c = self.clone();
+            match field {
+                "vocab_size" => c.vocab_size = 1,
+                "hidden_size" => c.hidden_size = 1,
+                "num_hidden_layers" => c.num_hidden_layers = 1,
+                "intermediate_size" => c.intermediate_size = 1,
+                "max_position_embeddings" => c.max_position_embeddings = 1,
+                _ => c.type_vocab_size = 1,
+            }
+            c.parameter_count().unwrap_or(u64::MAX)
+        };
+        let fields = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        let (name, value) = fields
+            .into_iter()
+            .min_by_key(|(name, _)| shrunk(name))
+            .expect("fields");
+        let size = match count {
+            Some(c) => format!(
+                "{c} parameters ({:.1} GiB as f32)",
+                c as f64 * 4.0 / 1073741824.0
+            ),
+            None => "more parameters than fit in 64 bits".into(),
+        };
+        Err(format!(
+            "field {name}: with {name} = {value} the model would have {size}, more than the \
+             {MAX_PARAMETERS} accepted"
+        ))
     }
 
     /// The validated activation.

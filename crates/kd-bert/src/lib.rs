@@ -7,15 +7,18 @@
 //! - [`ops`]: softmax, LayerNorm, GELU and dropout with fused CPU kernels *and* backward.
 //! - [`checkpoint`]: safetensors / `pytorch_model.bin` in, HF directories out, name mapping.
 //! - [`pretrained`]: building a model from a directory or from a config.
+//! - [`shapes`]: parameter shapes from a config, without allocating the parameters.
 //! - [`tokenizer`]: `tokenizer.json` or a WordPiece tokenizer from `vocab.txt`.
 
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+mod files;
 pub mod init;
 pub mod model;
 pub mod ops;
 pub mod pretrained;
+pub mod shapes;
 pub mod tokenizer;
 
 pub use config::{Activation, Architecture, BertConfig};

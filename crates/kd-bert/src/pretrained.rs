@@ -1,10 +1,11 @@
 //! Building models: from a Hugging Face directory, or fresh from a config.
 
-use crate::checkpoint::{find_weights, is_head, load_into_varmap, read_tensors, LoadReport};
-use crate::config::{Architecture, BertConfig};
+use crate::checkpoint::{find_weights, is_head, load_into_varmap, plan, Checkpoint, LoadReport};
+use crate::config::{Architecture, BertConfig, MAX_SIZE};
 use crate::error::{Error, Result};
 use crate::init::{init_all, init_params};
 use crate::model::Bert;
+use crate::shapes::{param_shapes, unbacked_sizes};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use std::path::{Path, PathBuf};
@@ -70,31 +71,60 @@ impl LoadedModel {
 }
 
 /// Loads `dir/config.json` and the directory's weights.
+///
+/// Both are untrusted: the config's sizes are compared with the checkpoint's tensor shapes
+/// (read from the file headers, checked against the file sizes) and the whole model is matched
+/// against the checkpoint before any parameter is allocated, so a size the checkpoint does not
+/// back is refused naming the field, and a mismatch is reported naming each tensor.
 pub fn load_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let cfg_path = dir.join("config.json");
-    if !cfg_path.is_file() {
+    if !cfg_path.exists() {
         return Err(Error::Config {
             path: cfg_path,
             msg: "not found (a model directory needs config.json)".into(),
         });
     }
-    let mut config = BertConfig::from_file(&cfg_path)?;
+    let cfg_err = |msg: String| Error::Config {
+        path: cfg_path.clone(),
+        msg,
+    };
+    let mut config = BertConfig::read_unvalidated(&cfg_path)?;
     let arch = opts
         .architecture
         .or_else(|| config.architecture())
         .unwrap_or(Architecture::Base);
     if let Some(n) = opts.num_labels {
+        if n > MAX_SIZE {
+            return Err(cfg_err(format!(
+                "{n} labels requested, more than the {MAX_SIZE} accepted"
+            )));
+        }
         if config.num_labels() != n || config.id2label.is_none() {
             config.set_labels(None, n);
         }
     }
     let weights = find_weights(dir)?;
+    let checkpoint = Checkpoint::open(&weights)?;
+    let tensors = checkpoint.tensors();
+    let unbacked = unbacked_sizes(&config, arch, &tensors, &weights);
+    if !unbacked.is_empty() {
+        return Err(cfg_err(unbacked.join("; ")));
+    }
+    config.validate().map_err(cfg_err)?;
+    let fresh_heads = opts.fresh_heads;
+    let fresh_ok = move |n: &str| fresh_heads && is_head(n);
+    let params = param_shapes(&config, arch)?;
+    let plan = plan(&params, &tensors, &fresh_ok);
+    if !plan.problems.is_empty() {
+        return Err(Error::Mismatch {
+            path: weights,
+            report: plan.problems.join("\n"),
+        });
+    }
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, opts.dtype, &opts.device);
     let model = Bert::new(&config, arch, vb)?;
-    let tensors = read_tensors(&weights, &opts.device)?;
-    let fresh_heads = opts.fresh_heads;
-    let report = load_into_varmap(&varmap, tensors, &weights, &|n| fresh_heads && is_head(n))?;
+    let report = load_into_varmap(&varmap, checkpoint.load(&opts.device)?, &weights, &fresh_ok)?;
     init_params(&varmap, &report.initialized, opts.seed)?;
     Ok(LoadedModel {
         model,

@@ -132,27 +132,57 @@ fn mismatch_lines(err: &Error, path: &Path) -> Vec<String> {
 
 #[test]
 fn wrongly_shaped_tensors_are_listed_with_both_shapes() {
+    // Layer 1's feed-forward is 40 wide in the checkpoint; the config (and layer 0) say 37.
+    let (_tmp, dir) = tiny_mlm_copy();
+    let weights = dir.join("model.safetensors");
+    let mut tensors: HashMap<String, Tensor> =
+        candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    let p = "bert.encoder.layer.1";
+    let wide = [
+        ("intermediate.dense.bias", vec![40]),
+        ("intermediate.dense.weight", vec![40, 32]),
+        ("output.dense.weight", vec![32, 40]),
+    ];
+    for (name, shape) in &wide {
+        let t = Tensor::zeros(shape.as_slice(), candle_core::DType::F32, &Device::Cpu).unwrap();
+        tensors.insert(format!("{p}.{name}"), t);
+    }
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let err = load_err("layer 1 at 40", &dir, &LoadOptions::default());
+    let mut got = mismatch_lines(&err, &weights);
+    got.sort();
+    let expected = vec![
+        format!("shape mismatch  {p}.intermediate.dense.bias: checkpoint [40], model [37]"),
+        format!(
+            "shape mismatch  {p}.intermediate.dense.weight: checkpoint [40, 32], model [37, 32]"
+        ),
+        format!("shape mismatch  {p}.output.dense.weight: checkpoint [32, 40], model [32, 37]"),
+    ];
+    assert_eq!(got, expected, "{err}");
+}
+
+#[test]
+fn config_sizes_contradicting_the_checkpoint_name_the_field() {
     let (_tmp, dir) = tiny_mlm_copy();
     edit_config(&dir, "intermediate_size", Some(40.into()));
     let err = load_err("intermediate 40", &dir, &LoadOptions::default());
-    let lines = mismatch_lines(&err, &dir.join("model.safetensors"));
-    let mut expected = Vec::new();
-    for layer in 0..2 {
-        let p = format!("bert.encoder.layer.{layer}");
-        expected.push(format!(
-            "shape mismatch  {p}.intermediate.dense.bias: checkpoint [37], model [40]"
-        ));
-        expected.push(format!(
-            "shape mismatch  {p}.intermediate.dense.weight: checkpoint [37, 32], model [40, 32]"
-        ));
-        expected.push(format!(
-            "shape mismatch  {p}.output.dense.weight: checkpoint [32, 37], model [32, 40]"
-        ));
-    }
-    expected.sort();
-    let mut got = lines.clone();
-    got.sort();
-    assert_eq!(got, expected, "{err}");
+    let weights = dir.join("model.safetensors").display().to_string();
+    assert_config_err(
+        &err,
+        &dir.join("config.json"),
+        &[&format!(
+            "intermediate_size = 40 but bert.encoder.layer.0.intermediate.dense.weight in \
+             {weights} has 37 rows"
+        )],
+    );
+    let (_tmp, dir) = tiny_mlm_copy();
+    edit_config(&dir, "num_hidden_layers", Some(3.into()));
+    let err = load_err("3 layers", &dir, &LoadOptions::default());
+    assert_config_err(
+        &err,
+        &dir.join("config.json"),
+        &["num_hidden_layers = 3 but", "has 2 encoder layers"],
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Helpers shared by the parity tests: fixture paths, loading expected tensors, comparing.
 #![allow(dead_code)]
 
+pub mod pth;
+
 use candle_core::{DType, Device, Tensor};
 use kd_bert::BertInput;
 use std::collections::HashMap;
@@ -114,4 +116,78 @@ pub fn param_bits(varmap: &candle_nn::VarMap) -> std::collections::BTreeMap<Stri
             (name.clone(), values.iter().map(|v| v.to_bits()).collect())
         })
         .collect()
+}
+
+/// `tests/fixtures/<name>` copied into a fresh temporary directory (without the reference
+/// outputs, which are not part of a model directory).
+pub fn fixture_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    copy_dir(&fixture(name), &dir);
+    let _ = std::fs::remove_file(dir.join("expected.safetensors"));
+    (tmp, dir)
+}
+
+/// Sets one field of `dir/config.json` to `value` (`None` removes it).
+pub fn set_config_field(dir: &std::path::Path, field: &str, value: Option<serde_json::Value>) {
+    let path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let obj = cfg.as_object_mut().unwrap();
+    match value {
+        Some(v) => obj.insert(field.to_string(), v),
+        None => obj.remove(field),
+    };
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+}
+
+/// Runs `body` in a child copy of this test binary (`test` is the test's name) under a 4 GiB
+/// address-space limit and a time limit, so a case that aborts, overflows its stack or
+/// exhausts memory fails the test instead of taking the harness (or the machine) down.
+pub fn isolated(test: &str, body: impl FnOnce()) {
+    const VAR: &str = "KD_ISOLATED_TEST";
+    if std::env::var(VAR).as_deref() == Ok(test) {
+        body();
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let log_file = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 4194304; exec \"$0\" \"$@\"")
+        .arg(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(VAR, test)
+        .stdout(log_file.reopen().unwrap())
+        .stderr(log_file.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(log_file.path()).unwrap_or_default();
+    match status {
+        Some(s) if s.success() && log.contains("1 passed") => println!("{log}"),
+        Some(s) => panic!("{test} in a child process ended with {s}:\n{log}"),
+        None => panic!("{test} in a child process ran over 120 s:\n{log}"),
+    }
+}
+
+/// Runs `f` on a thread and waits at most `secs` seconds for it; `None` when it hangs (the
+/// thread is left behind).
+pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs)).ok()
 }
