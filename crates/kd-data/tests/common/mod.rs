@@ -64,3 +64,31 @@ pub fn words(n: usize, offset: usize) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The offline asset `rel` under `KD_ASSETS` (default: the workspace's `assets/`). A missing
+/// asset fails the test with the fetch command, unless `KD_SKIP_ASSETS=1` asks to skip the
+/// tests that need assets: then `None` (and a note).
+pub fn asset(rel: &str) -> Option<std::path::PathBuf> {
+    let root = std::env::var_os("KD_ASSETS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(
+                &std::env::var("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("../../assets")
+        });
+    let p = root.join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var_os("KD_SKIP_ASSETS").is_some_and(|v| v == "1") {
+        println!("note: {} absent, KD_SKIP_ASSETS=1: skipped", p.display());
+        return None;
+    }
+    panic!(
+        "{} is missing: run scripts/fetch-assets.sh (or set KD_ASSETS to the asset folder, or \
+         KD_SKIP_ASSETS=1 to skip the tests that need assets)",
+        p.display()
+    );
+}
