@@ -66,7 +66,10 @@ fn logits(m: &LoadedModel) -> Vec<f32> {
         token_type_ids: None,
         attention_mask: None,
     };
-    let out = m.model.encode(&input, &[], &mut ForwardCtx::eval()).unwrap();
+    let out = m
+        .model
+        .encode(&input, &[], &mut ForwardCtx::eval())
+        .unwrap();
     let l = m.model.mlm_logits(out.last_hidden_state()).unwrap();
     l.flatten_all().unwrap().to_vec1().unwrap()
 }
@@ -113,7 +116,11 @@ fn weights_fingerprint_covers_every_shard() {
     let index = dir.join("model.safetensors.index.json");
     let base = weights_sha256(&dir).unwrap();
     assert_eq!(weights_sha256(&index).unwrap(), base);
-    assert_ne!(base, sha256_hex(&index), "the index alone is not the weights");
+    assert_ne!(
+        base,
+        sha256_hex(&index),
+        "the index alone is not the weights"
+    );
     // The same files elsewhere: the same fingerprint.
     let copy = split(&tmp.path().join("b"));
     assert_eq!(weights_sha256(&copy).unwrap(), base);

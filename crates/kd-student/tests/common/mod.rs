@@ -6,8 +6,8 @@
 use kd_cache::quant::Quantized;
 use kd_cache::targets::SampledSpec;
 use kd_cache::{
-    Backend, CacheWriter, LayerSpec, LayerValues, Manifest, Precision, Record, Sampled,
-    TargetSpec, TopK, TopKSpec, WriterOptions,
+    Backend, CacheWriter, LayerSpec, LayerValues, Manifest, Precision, Record, Sampled, TargetSpec,
+    TopK, TopKSpec, WriterOptions,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -168,8 +168,7 @@ pub fn spec(s: &Synth) -> TargetSpec {
 pub fn write_cache(dir: &Path, model: &Path, s: &Synth) -> Vec<Record> {
     let mut m = Manifest::new(spec(s), s.backend);
     m.teacher.config =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
     m.teacher.weights_sha256 = kd_bert::checkpoint::weights_sha256(model).unwrap();
     m.tokenizer_sha256 = kd_bert::tokenizer::sha256_file(&model.join("vocab.txt")).unwrap();
     m.epochs = s.views;
