@@ -133,6 +133,34 @@ pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()>
     }
 }
 
+/// Says why reading `file` (which had `opened_len` bytes when opened) failed:
+/// the file changed size since, or the I/O error.
+pub fn describe_read_error(file: &File, opened_len: u64, err: &io::Error) -> String {
+    match file.metadata() {
+        Ok(m) if m.len() != opened_len => format!(
+            "the file is now {} bytes, it was {opened_len} when opened (truncated or rewritten \
+             while in use?)",
+            m.len()
+        ),
+        _ => format!("read failed: {err}"),
+    }
+}
+
+/// Lower-case hex SHA-256 of the first `len` bytes of the open `file`
+/// (positional reads: the file position is not used).
+pub fn sha256_of_open_file(file: &File, len: u64) -> io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        read_exact_at(file, &mut buf[..n], at)?;
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 /// Lower-case hex SHA-256 of the file at `path`.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = File::open(path).map_err(|e| CacheError::io(path, e))?;

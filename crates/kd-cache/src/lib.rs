@@ -18,7 +18,8 @@
 //! - [`writer`]: [`ShardWriter`] (one shard, either backend) and [`CacheWriter`]
 //!   (a folder of shards plus the manifest).
 //! - [`reader`]: [`CacheReader`]: random access and streaming over both backends.
-//! - [`parquet_write`], [`parquet_read`]: the Parquet backend.
+//! - [`parquet_write`], [`parquet_read`]: the Parquet backend (a CRC-32 per
+//!   column chunk and of the footer, checked on every read).
 //! - [`mmap_shard`], [`codec`]: the mmap backend and its record encoding.
 //! - [`verify`](mod@verify): checksums and a full decode ([`verify()`]).
 //! - [`inspect`](mod@inspect): sizes per column and bytes per token ([`inspect()`]).
@@ -38,6 +39,7 @@ pub mod inspect;
 pub mod manifest;
 pub mod merge;
 pub mod mmap_shard;
+mod parquet_checksums;
 pub mod parquet_read;
 pub mod parquet_write;
 pub mod precision;

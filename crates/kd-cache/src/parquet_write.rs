@@ -3,11 +3,12 @@
 //! One row per record; row groups are cut every `row_group_rows` records or
 //! once the buffered records hold `row_group_bytes`. Column types are listed
 //! in `schemas/cache-v1.md`; every non-f32 float tensor is a `binary` blob of
-//! little-endian elements.
+//! little-endian elements. Each column chunk and the footer carry a CRC-32
+//! in the file's key-value metadata (`schemas/cache-v1.md`, section 5.1).
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,13 +20,16 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+use sha2::Digest;
 
 use crate::error::{CacheError, Result};
-use crate::fsutil::{HashingWriter, TmpFile};
+use crate::fsutil::TmpFile;
 use crate::manifest::{ShardInfo, SCHEMA_VERSION};
 use crate::mmap_shard::file_name;
+use crate::parquet_checksums::{chunk_range, patch_footer, ChecksumSink, Checksums, KEY};
 use crate::precision::Precision;
 use crate::quant::Quantized;
 use crate::record::{Label, Record};
@@ -262,7 +266,9 @@ pub struct ParquetShardWriter {
     guard: TmpFile,
     spec: TargetSpec,
     schema: SchemaRef,
-    writer: Option<ArrowWriter<HashingWriter<BufWriter<File>>>>,
+    writer: Option<ArrowWriter<ChecksumSink<BufWriter<File>>>>,
+    /// CRC-32 of each column chunk of the row groups written so far.
+    checksums: Checksums,
     buffer: Vec<Record>,
     buffered_bytes: usize,
     row_group_rows: usize,
@@ -304,7 +310,7 @@ impl ParquetShardWriter {
                 props.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::Chunk);
         }
         let schema = arrow_schema(spec);
-        let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let out = ChecksumSink::new(BufWriter::with_capacity(1 << 20, file));
         let writer = ArrowWriter::try_new(out, schema.clone(), Some(props.build()))
             .map_err(|e| CacheError::corrupt(&tmp, "schema", e.to_string()))?;
         Ok(ParquetShardWriter {
@@ -314,6 +320,9 @@ impl ParquetShardWriter {
             spec: spec.clone(),
             schema,
             writer: Some(writer),
+            checksums: Checksums {
+                row_groups: Vec::new(),
+            },
             buffer: Vec::new(),
             buffered_bytes: 0,
             row_group_rows: row_group_rows.max(1),
@@ -354,6 +363,21 @@ impl ParquetShardWriter {
         };
         w.write(&batch).map_err(err)?;
         w.flush().map_err(err)?;
+        // Every row group written since the last flush: its column chunks
+        // get checksummed as their bytes reach the file.
+        let done = self.checksums.row_groups.len();
+        let mut ranges = Vec::new();
+        for rg in w.flushed_row_groups().iter().skip(done) {
+            for c in 0..rg.num_columns() {
+                ranges.push(
+                    chunk_range(rg, c).map_err(|m| CacheError::corrupt(&self.tmp, "write", m))?,
+                );
+            }
+            self.checksums.row_groups.push(vec![0; rg.num_columns()]);
+        }
+        for (start, len) in ranges {
+            w.inner_mut().register(start, len);
+        }
         self.buffer.clear();
         self.buffered_bytes = 0;
         Ok(())
@@ -363,15 +387,39 @@ impl ParquetShardWriter {
     /// to `name` and returns the shard's description.
     pub fn finish(mut self) -> Result<ShardInfo> {
         self.flush_row_group()?;
-        let w = self.writer.take().ok_or_else(|| {
+        let mut w = self.writer.take().ok_or_else(|| {
             CacheError::Invalid(format!("{}: writer already finished", self.tmp.display()))
         })?;
-        let out = w
+        // A placeholder checksum entry goes into the footer; the real one (the
+        // same length) is written over it once every byte has gone through.
+        let placeholder = self.checksums.entry();
+        let footer_at = w.bytes_written() as u64;
+        w.inner_mut().keep_tail_from(footer_at);
+        w.append_key_value_metadata(KeyValue::new(KEY.to_string(), placeholder.clone()));
+        let sink = w
             .into_inner()
             .map_err(|e| CacheError::corrupt(&self.tmp, "footer", e.to_string()))?;
-        let (buf, sha256, bytes) = out.finish();
-        buf.into_inner()
-            .map_err(|e| CacheError::io(&self.tmp, e.into_error()))?;
+        let mut parts = sink.finish().map_err(|e| CacheError::io(&self.tmp, e))?;
+        let mut at = 0;
+        for rg in &mut self.checksums.row_groups {
+            for crc in rg.iter_mut() {
+                *crc = parts.crcs.get(at).copied().unwrap_or(0);
+                at += 1;
+            }
+        }
+        if at != parts.crcs.len() {
+            let m = "column chunk checksums do not match the row groups";
+            return Err(CacheError::corrupt(&self.tmp, "footer", m));
+        }
+        patch_footer(&mut parts.tail, &placeholder, &self.checksums)
+            .map_err(|m| CacheError::corrupt(&self.tmp, "footer", m))?;
+        let io = |e| CacheError::io(&self.tmp, e);
+        let mut file = parts.inner.into_inner().map_err(|e| io(e.into_error()))?;
+        file.seek(SeekFrom::Start(footer_at)).map_err(io)?;
+        file.write_all(&parts.tail).map_err(io)?;
+        parts.sha.update(&parts.tail);
+        let (sha256, bytes) = (hex::encode(parts.sha.finalize()), parts.bytes);
+        drop(file);
         self.guard.commit()?;
         Ok(ShardInfo {
             file: file_name(&self.path),

@@ -133,7 +133,9 @@ impl CacheReader {
     /// Reads `dir/manifest.json` and opens every shard (mmap or Parquet
     /// footer). Fails, naming the file, on an unsupported schema version, a
     /// missing shard, a size or row count that differs from the manifest, or
-    /// a damaged header/footer/index.
+    /// a damaged header/footer/index. Parquet shards written before they
+    /// carried checksums are checked against the manifest's SHA-256 here (one
+    /// read of each file); every other read is checked as it happens.
     pub fn open(dir: &Path) -> Result<CacheReader> {
         let manifest = Manifest::load(dir)?;
         if manifest.schema_version != SCHEMA_VERSION {
@@ -168,6 +170,17 @@ impl CacheReader {
                 ));
             }
             let shard = Shard::open(&path, manifest.backend, &manifest.targets)?;
+            if let Shard::Parquet(p) = &shard {
+                // Written before Parquet shards carried checksums: check the
+                // whole file, as opened, against the manifest instead.
+                if !p.has_checksums() && !p.sha256()?.eq_ignore_ascii_case(&info.sha256) {
+                    return Err(CacheError::corrupt(
+                        &path,
+                        "file",
+                        "sha256 differs from manifest.json (damaged or replaced?)",
+                    ));
+                }
+            }
             if shard.len() as u64 != info.rows {
                 return Err(CacheError::corrupt(
                     &path,

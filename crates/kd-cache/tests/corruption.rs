@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use kd_cache::{verify, Backend, CacheReader, Manifest, Precision, Shard, TargetSpec};
+use kd_cache::{verify, Backend, CacheReader, Manifest, Precision, Record, Shard, TargetSpec};
 
 fn spec() -> TargetSpec {
     full_spec(Precision::F16, Precision::Int8, Precision::F16)
@@ -92,6 +92,7 @@ fn offsets(len: usize, step: usize) -> Vec<usize> {
 fn check_flips(backend: Backend, offsets: &[usize]) -> (usize, usize) {
     let (dir, shard, _) = make(backend);
     let original = std::fs::read(&shard).unwrap();
+    let clean = read_shard(&shard, backend).unwrap();
     let (mut tried, mut named_record) = (0, 0);
     for &at in offsets {
         let mut bad = original.clone();
@@ -103,10 +104,19 @@ fn check_flips(backend: Backend, offsets: &[usize]) -> (usize, usize) {
         if e.contains("first bad: record") || e.contains("first bad: row") {
             named_record += 1;
         }
-        // Readers must not panic; mmap readers must notice every flip.
+        // Readers must not panic, and must notice every flip that changes
+        // what they read (Parquet: bytes no reader looks at, such as the
+        // leading magic or the page indexes, may change nothing).
         let noticed = reader_reports_error(&shard, backend);
         if backend == Backend::Mmap {
             assert!(noticed, "flip at {at} of {} went unnoticed", original.len());
+        } else if !noticed {
+            let got = read_shard(&shard, backend).unwrap();
+            assert!(
+                got == clean,
+                "flip at {at} of {}: read different records",
+                original.len()
+            );
         }
         tried += 1;
     }
@@ -134,8 +144,85 @@ fn flipped_bytes_of_an_mmap_shard_are_detected() {
 #[test]
 fn flipped_bytes_of_a_parquet_shard_are_detected() {
     let len = std::fs::metadata(make(Backend::Parquet).1).unwrap().len() as usize;
-    let (tried, _) = check_flips(Backend::Parquet, &offsets(len, 97));
+    let (tried, named) = check_flips(Backend::Parquet, &offsets(len, 97));
     assert!(tried > 20);
+    // Flips in data pages name the row group.
+    assert!(named > tried / 3, "{named} of {tried}");
+}
+
+/// Records and `(epoch, length)` pairs of a cache.
+type CacheContents = (Vec<Record>, Vec<(u32, u32)>);
+
+/// Every record of the cache through the training path (manifest, then every
+/// shard streamed), and each shard's `(epoch, length)` list.
+fn read_through_cache(dir: &Path) -> kd_cache::Result<CacheContents> {
+    let reader = CacheReader::open(dir)?;
+    let records = reader.iter().collect::<kd_cache::Result<Vec<_>>>()?;
+    let mut lengths = Vec::new();
+    for s in 0..reader.num_shards() {
+        lengths.extend(reader.shard(s).unwrap().epochs_and_lengths()?);
+    }
+    Ok((records, lengths))
+}
+
+/// Every record of one shard opened without a manifest (streamed, then by index).
+fn read_shard(path: &Path, backend: Backend) -> kd_cache::Result<Vec<Record>> {
+    let shard = Shard::open(path, backend, &spec())?;
+    let streamed = shard.iter(&spec()).collect::<kd_cache::Result<Vec<_>>>()?;
+    for (i, r) in streamed.iter().enumerate() {
+        assert_eq!(
+            &shard.get(i, &spec())?,
+            r,
+            "record {i}: random access != stream"
+        );
+    }
+    Ok(streamed)
+}
+
+#[test]
+fn parquet_flips_are_errors_or_clean_reads() {
+    use rand::{Rng, SeedableRng};
+    let (dir, shard, _) = make(Backend::Parquet);
+    let clean = read_through_cache(dir.path()).unwrap();
+    let clean_shard = read_shard(&shard, Backend::Parquet).unwrap();
+    let original = std::fs::read(&shard).unwrap();
+    // Data pages: after the leading magic, before the footer and its length.
+    let footer_len = u32::from_le_bytes(original[original.len() - 8..][..4].try_into().unwrap());
+    let data_end = original.len() - 8 - footer_len as usize;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2024);
+    let name = file_name(&shard);
+    let (mut errors, mut equal) = (0, 0);
+    for case in 0..48 {
+        // Data pages for most cases, the footer for the rest.
+        let at = if case % 4 == 3 {
+            rng.random_range(data_end..original.len())
+        } else {
+            rng.random_range(4..data_end)
+        };
+        let mut bad = original.clone();
+        bad[at] ^= 1 << rng.random_range(0..8);
+        std::fs::write(&shard, &bad).unwrap();
+        match read_through_cache(dir.path()) {
+            Err(e) => {
+                assert!(e.to_string().contains(&name), "flip at {at}: {e}");
+                errors += 1;
+            }
+            Ok(got) => {
+                assert!(
+                    got == clean,
+                    "flip at {at} of {}: read a different cache",
+                    bad.len()
+                );
+                equal += 1;
+            }
+        }
+        match read_shard(&shard, Backend::Parquet) {
+            Err(e) => assert!(e.to_string().contains(&name), "flip at {at}: {e}"),
+            Ok(got) => assert!(got == clean_shard, "flip at {at}: shard read differs"),
+        }
+    }
+    std::fs::write(&shard, &original).unwrap();
+    assert!(errors > 0, "{errors} errors, {equal} clean reads");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::codec::{decode_record, peek_epoch_and_len};
 use crate::error::{CacheError, Result};
-use crate::fsutil::read_exact_at;
+use crate::fsutil::{describe_read_error, read_exact_at};
 use crate::record::Record;
 
 pub use writer::{file_name, MmapShardWriter};
@@ -106,24 +106,6 @@ impl MmapShard {
         })
     }
 
-    /// The error for a block that could not be read: the file changed size
-    /// since it was opened, or another I/O error.
-    fn read_failed(&self, loc: String, err: std::io::Error) -> CacheError {
-        match self.file.metadata() {
-            Ok(m) if m.len() != self.len => CacheError::corrupt(
-                &self.path,
-                loc,
-                format!(
-                    "the file is now {} bytes, it was {} when opened (truncated or rewritten \
-                     while in use?)",
-                    m.len(),
-                    self.len
-                ),
-            ),
-            _ => CacheError::corrupt(&self.path, loc, format!("read failed: {err}")),
-        }
-    }
-
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -164,8 +146,13 @@ impl MmapShard {
             .get(b as usize)
             .ok_or_else(|| CacheError::corrupt(&self.path, loc(), "no such block"))?;
         let mut packed = vec![0u8; e.compressed as usize];
-        read_exact_at(&self.file, &mut packed, e.offset)
-            .map_err(|err| self.read_failed(loc(), err))?;
+        read_exact_at(&self.file, &mut packed, e.offset).map_err(|err| {
+            CacheError::corrupt(
+                &self.path,
+                loc(),
+                describe_read_error(&self.file, self.len, &err),
+            )
+        })?;
         let bytes = packed.as_slice();
         let crc = crc32fast::hash(bytes);
         if crc != e.crc32 {
