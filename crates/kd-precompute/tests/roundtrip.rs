@@ -43,8 +43,10 @@ struct MaxErrors {
     f16_rel: f64,
     /// `|x' - x| / scale` of int8 values (bound 0.5).
     int8_per_scale: f64,
-    /// Top-k probabilities against the full softmax.
-    prob: f64,
+    /// Top-k probabilities against the full softmax, relative.
+    prob_rel: f64,
+    /// Stored top-k logits against the teacher's, relative (absolute below 2^-14).
+    logit_rel: f64,
     /// Tail mass against the full softmax.
     tail: f64,
     /// Log-partition against the log-sum-exp of the full logits.
@@ -172,9 +174,25 @@ fn check_tensor(stored: &Quantized, batched: &[f32], alone: &[f32], what: &str, 
     }
 }
 
+/// The bound on `|z' - z|` of a value `z` stored at `precision` (`schemas/cache-v1.md` 2.1),
+/// with room for the f32 subtraction that put it in the frame of the row maximum.
+fn storage_bound(z: f64, precision: Precision) -> f64 {
+    let f32_rounding = 2f64.powi(-24) * z.abs();
+    f32_rounding
+        + match precision {
+            Precision::F32 => 0.0,
+            Precision::F16 if z.abs() >= 2f64.powi(-14) => 2f64.powi(-11) * z.abs(),
+            Precision::F16 => 2f64.powi(-25),
+            Precision::Bf16 => 2f64.powi(-8) * z.abs(),
+            Precision::Int8 => panic!("top-k logits are never int8"),
+        }
+}
+
 /// Checks top-k targets against the full-vocabulary logits `[n_mask, vocab]` at T = 1: the ids
-/// are the 16 largest logits (ties: lower id first), the probabilities and the tail are the
-/// full softmax's, the log-partition is the log-sum-exp in the frame of the row maximum.
+/// are the 16 largest logits (ties: lower id first); each stored logit is `z - max z` within
+/// the bound of its precision; the log-partition is the f64 log-sum-exp in that frame, stored
+/// f32; and each probability is the full softmax's within the relative error those two bounds
+/// allow (`|p'/p - 1| <= exp(δz + δlog Z) - 1`), the tail within the sum of the absolute ones.
 fn check_topk(topk: &TopK, logits: &[f32], vocab: usize, temps: &[f32], e: &mut MaxErrors) {
     let k = topk.logits.cols();
     assert_eq!(temps, [1.0], "these tests store T = 1 only");
@@ -183,32 +201,71 @@ fn check_topk(topk: &TopK, logits: &[f32], vocab: usize, temps: &[f32], e: &mut 
         topk.positions() * vocab,
         "teacher logits per position"
     );
+    let precision = topk.logits.precision();
+    let stored = topk.logits.decode();
     for (m, row) in logits.chunks(vocab).enumerate() {
         let mut ids: Vec<u32> = (0..vocab as u32).collect();
         ids.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
         assert_eq!(&topk.ids[m * k..(m + 1) * k], &ids[..k], "top-k ids at {m}");
         let max = f64::from(row[ids[0] as usize]);
-        let lse = max
-            + row
-                .iter()
-                .map(|&z| (f64::from(z) - max).exp())
-                .sum::<f64>()
-                .ln();
-        let d = (f64::from(topk.log_partition[m]) + max - lse).abs();
-        e.log_partition = e.log_partition.max(d);
-        assert!(d <= 1e-4, "log-partition at {m}: off by {d}");
+        let shifted: Vec<f64> = ids[..k]
+            .iter()
+            .map(|&id| f64::from(row[id as usize]) - max)
+            .collect();
+        for (j, &z) in shifted.iter().enumerate() {
+            let got = f64::from(stored[m * k + j]);
+            let d = (got - z).abs();
+            e.logit_rel = e.logit_rel.max(d / z.abs().max(2f64.powi(-14)));
+            let bound = storage_bound(z, precision);
+            assert!(
+                d <= bound,
+                "logit[{m}, {j}] = {got} vs {z} ({precision:?}: bound {bound:e})"
+            );
+        }
+        let log_z = row
+            .iter()
+            .map(|&z| (f64::from(z) - max).exp())
+            .sum::<f64>()
+            .ln();
+        let d_log_z = (f64::from(topk.log_partition[m]) - log_z).abs();
+        e.log_partition = e.log_partition.max(d_log_z);
+        // Stored f32 (one rounding of log Z), from shifts `z - max` that may each carry one
+        // f32 rounding (moving log Z by at most the softmax mean of their errors).
+        let spread: f64 = row
+            .iter()
+            .map(|&z| {
+                let s = f64::from(z) - max;
+                (s - log_z).exp() * s.abs()
+            })
+            .sum();
+        let log_z_bound = 2f64.powi(-24) * (log_z.abs() + spread) + 1e-12;
+        assert!(
+            d_log_z <= log_z_bound,
+            "log-partition at {m}: off by {d_log_z}"
+        );
         let (p, tail) = topk.probs(m, temps, 1.0).expect("probs");
-        let mut mass = 0.0;
-        for (j, &id) in ids[..k].iter().enumerate() {
-            let exact = (f64::from(row[id as usize]) - lse).exp();
+        let (mut mass, mut tail_bound) = (0.0, 2f64.powi(-24));
+        for (j, &z) in shifted.iter().enumerate() {
+            let exact = (z - log_z).exp();
             mass += exact;
-            let d = (f64::from(p[j]) - exact).abs();
-            e.prob = e.prob.max(d);
-            assert!(d <= 1e-3, "p[{m}, {j}] = {} vs {exact}", p[j]);
+            // The f32 result of the exp adds one rounding.
+            let rel_bound = (storage_bound(z, precision) + log_z_bound).exp_m1() + 2f64.powi(-24);
+            let rel = (f64::from(p[j]) / exact - 1.0).abs();
+            e.prob_rel = e.prob_rel.max(rel);
+            assert!(
+                rel <= rel_bound,
+                "p[{m}, {j}] = {} vs {exact}: relative error {rel:e} > {rel_bound:e}",
+                p[j]
+            );
+            tail_bound += rel_bound * exact;
         }
         let d = (f64::from(tail) - (1.0 - mass).max(0.0)).abs();
         e.tail = e.tail.max(d);
-        assert!(d <= 1e-3, "tail at {m}: {tail} vs {}", 1.0 - mass);
+        assert!(
+            d <= tail_bound,
+            "tail at {m}: {tail} vs {} (bound {tail_bound:e})",
+            1.0 - mass
+        );
     }
 }
 
