@@ -10,6 +10,8 @@
 # head fitted), CORPUS_DIR: assets/sotu. Every result is a JSON line in WORK_DIR/results.jsonl.
 # DEVICE (default cuda:0), SEQS (training sequences, default 2000), STEPS (student steps, default
 # one epoch), BASE_SEQS / BASE_STEPS (BERT-base part, 2048 / 40) shrink it for a smoke test.
+# The results are then checked against thresholds (benches/gpu_check.py, which lists them and
+# their overrides): the script exits 1 when one is missed.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 kd=$(realpath "${KD:-$repo/target/release/kd}")
@@ -80,3 +82,6 @@ print(json.dumps({"bert_base_student": sys.argv[2], "tokens_per_s": r["tokens_pe
     base-$mode.json $mode)"
 done
 record "$(python3 -c 'import json; r=json.load(open("base-precompute.json")); print(json.dumps({"bert_base_precompute": r}))')"
+
+# 4. The thresholds: a missed one fails the bench (exit 1), naming it.
+python3 "$repo/benches/gpu_check.py" "$results"
