@@ -116,9 +116,15 @@ pub fn load_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let params = param_shapes(&config, arch)?;
     let plan = plan(&params, &tensors, &fresh_ok);
     if !plan.problems.is_empty() {
+        let mut report = plan.problems;
+        report.push(format!(
+            "model           {} from {}",
+            arch.hf_name(),
+            cfg_path.display()
+        ));
         return Err(Error::Mismatch {
             path: weights,
-            report: plan.problems.join("\n"),
+            report: report.join("\n"),
         });
     }
     let varmap = VarMap::new();

@@ -117,14 +117,23 @@ fn heads_not_dividing_hidden_size() {
     );
 }
 
-/// Asserts a `Mismatch` error on `path` and returns its report lines.
+/// Asserts a `Mismatch` error on `path` and returns its report lines, checking that the last
+/// one names the config the model was built from.
 fn mismatch_lines(err: &Error, path: &Path) -> Vec<String> {
     let shown = err.to_string();
     assert!(shown.contains(&path.display().to_string()), "{shown}");
     match err {
         Error::Mismatch { path: p, report } => {
             assert_eq!(p, path);
-            report.lines().map(str::to_string).collect()
+            let mut lines: Vec<String> = report.lines().map(str::to_string).collect();
+            let model = lines.pop().unwrap_or_default();
+            let config = path.with_file_name("config.json");
+            assert!(
+                model.starts_with("model           Bert")
+                    && model.ends_with(&format!(" from {}", config.display())),
+                "{shown}"
+            );
+            lines
         }
         other => panic!("expected Error::Mismatch, got {other:?}"),
     }

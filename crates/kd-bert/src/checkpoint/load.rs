@@ -1,6 +1,6 @@
 //! Loading checkpoint tensors into a model's variables with a clear mismatch report.
 
-use super::names::{canonical_name, is_head, Mapped};
+use super::names::{canonical_name, is_known_head, Mapped};
 use super::read::TensorMeta;
 use crate::error::{Error, Result};
 use candle_core::Tensor;
@@ -33,8 +33,9 @@ pub(crate) struct Plan {
 ///
 /// Names are mapped with [`canonical_name`]. A model parameter missing from the checkpoint is a
 /// problem unless `fresh_ok(name)` allows it (it is then listed in [`LoadReport::initialized`]);
-/// a checkpoint tensor that matches no parameter is a problem unless it belongs to a head the
-/// model does not have; a parameter's tensor must have its shape and a floating-point dtype.
+/// a checkpoint tensor that matches no parameter is a problem unless it is a parameter of a head
+/// the model does not have ([`is_known_head`]); a parameter's tensor must have its shape and a
+/// floating-point dtype.
 pub(crate) fn plan(
     params: &BTreeMap<String, Vec<usize>>,
     tensors: &BTreeMap<String, TensorMeta>,
@@ -74,7 +75,7 @@ pub(crate) fn plan(
         }
     }
     for (name, (orig, t)) in by_name {
-        if is_head(&name) {
+        if is_known_head(&name) {
             plan.report
                 .ignored
                 .push((orig.clone(), "head not used by this model".into()));
@@ -92,8 +93,8 @@ pub(crate) fn plan(
 /// names are mapped with [`canonical_name`]; a model parameter missing from the checkpoint is an
 /// error unless `fresh_ok(name)` allows it (it then keeps its initial value and is listed in
 /// [`LoadReport::initialized`]); a checkpoint tensor that matches no parameter is an error unless
-/// it belongs to a head the model does not have; a parameter's tensor must have its shape and a
-/// floating-point dtype. All problems are gathered into one [`Error::Mismatch`] naming each
+/// it is a parameter of a head the model does not have; a parameter's tensor must have its shape
+/// and a floating-point dtype. All problems are gathered into one [`Error::Mismatch`] naming each
 /// tensor with its shape.
 pub fn load_into_varmap(
     varmap: &VarMap,

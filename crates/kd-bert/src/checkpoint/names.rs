@@ -49,6 +49,24 @@ pub fn is_head(name: &str) -> bool {
     name.starts_with("cls.") || name.starts_with("classifier.") || name.starts_with("bert.pooler.")
 }
 
+/// Whether a canonical name is a head parameter of one of kd's architectures: the pooler, the
+/// MLM head or the classifier. A checkpoint tensor under a head prefix with any other name is
+/// not silently skipped.
+pub fn is_known_head(name: &str) -> bool {
+    matches!(
+        name,
+        "bert.pooler.dense.weight"
+            | "bert.pooler.dense.bias"
+            | "cls.predictions.bias"
+            | "cls.predictions.transform.dense.weight"
+            | "cls.predictions.transform.dense.bias"
+            | "cls.predictions.transform.LayerNorm.weight"
+            | "cls.predictions.transform.LayerNorm.bias"
+            | "classifier.weight"
+            | "classifier.bias"
+    )
+}
+
 /// The name Hugging Face's `BertModel` uses (no `bert.` prefix) for a canonical name.
 pub fn base_model_name(name: &str) -> &str {
     name.strip_prefix("bert.").unwrap_or(name)
@@ -97,5 +115,17 @@ mod tests {
             canonical_name("cls.seq_relationship.weight"),
             Mapped::Ignored(_)
         ));
+    }
+
+    #[test]
+    fn known_heads_are_heads() {
+        for n in [
+            "bert.pooler.dense.bias",
+            "cls.predictions.bias",
+            "classifier.weight",
+        ] {
+            assert!(is_head(n) && is_known_head(n), "{n}");
+        }
+        assert!(is_head("cls.predictions.bibs") && !is_known_head("cls.predictions.bibs"));
     }
 }

@@ -121,6 +121,19 @@ fn read_entries(path: &Path) -> Result<Entries> {
     Ok(Entries { sizes, pickles })
 }
 
+/// Whether dims with their strides, innermost first, are densely packed (as candle's
+/// contiguity checks define it: dims of size 0 or 1 may have any stride).
+fn dense<'a>(innermost_first: impl Iterator<Item = &'a (usize, usize)>) -> bool {
+    let mut acc = 1usize;
+    for &(d, s) in innermost_first {
+        if d > 1 && s != acc {
+            return false;
+        }
+        acc = acc.saturating_mul(d);
+    }
+    true
+}
+
 /// Checks one tensor record against the length of its storage entry.
 fn check_extent(t: &PickledTensor, entry: &str, entry_len: u64) -> std::result::Result<(), String> {
     let size = t.dtype.size_in_bytes() as u64;
@@ -151,6 +164,19 @@ fn check_extent(t: &PickledTensor, entry: &str, entry_len: u64) -> std::result::
             .checked_mul((d as u64).max(1))
             .filter(|&p| p <= entry_len)
             .ok_or_else(too_big)?;
+    }
+    // candle reads row-major and column-major layouts only.
+    let pairs: Vec<(usize, usize)> = t
+        .shape
+        .iter()
+        .copied()
+        .zip(t.stride.iter().copied())
+        .collect();
+    if !dense(pairs.iter().rev()) && !dense(pairs.iter()) {
+        return Err(format!(
+            "size {:?} with stride {:?} is neither row- nor column-major",
+            t.shape, t.stride
+        ));
     }
     let numel = if t.shape.contains(&0) { 0 } else { product };
     let mut extent = if numel == 0 { 0u64 } else { 1 };
