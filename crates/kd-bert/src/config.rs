@@ -169,8 +169,8 @@ pub const MAX_SIZE: usize = 1 << 24;
 /// Most encoder layers accepted.
 pub const MAX_LAYERS: usize = 1024;
 
-/// Most parameters a config may describe (all heads counted): 4 Gi, 16 GiB as f32.
-pub const MAX_PARAMETERS: u64 = 1 << 32;
+/// Most parameters a config may describe (all heads counted): 2 Gi, 8 GiB as f32.
+pub const MAX_PARAMETERS: u64 = 1 << 31;
 
 impl BertConfig {
     /// Reads and validates a `config.json`, naming the file and field on error.
@@ -307,36 +307,25 @@ impl BertConfig {
     }
 
     /// Refuses configs whose models would exceed [`MAX_PARAMETERS`], naming the size field
-    /// that contributes most.
+    /// furthest above BERT-large's.
     fn check_parameter_count(&self) -> std::result::Result<(), String> {
         let count = self.parameter_count();
         if count.is_some_and(|c| c <= MAX_PARAMETERS) {
             return Ok(());
         }
-        // The field whose reduction to 1 shrinks the model most.
-        let shrunk = |field: &str| {
-            let mut c = self.clone();
-            match field {
-                "vocab_size" => c.vocab_size = 1,
-                "hidden_size" => c.hidden_size = 1,
-                "num_hidden_layers" => c.num_hidden_layers = 1,
-                "intermediate_size" => c.intermediate_size = 1,
-                "max_position_embeddings" => c.max_position_embeddings = 1,
-                _ => c.type_vocab_size = 1,
-            }
-            c.parameter_count().unwrap_or(u64::MAX)
-        };
+        // Blame the size furthest above BERT-large's.
         let fields = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("intermediate_size", self.intermediate_size),
-            ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
+            ("vocab_size", self.vocab_size, 30522),
+            ("hidden_size", self.hidden_size, 1024),
+            ("num_hidden_layers", self.num_hidden_layers, 24),
+            ("intermediate_size", self.intermediate_size, 4096),
+            ("max_position_embeddings", self.max_position_embeddings, 512),
+            ("type_vocab_size", self.type_vocab_size, 2),
+            ("id2label", self.num_labels(), 2),
         ];
-        let (name, value) = fields
+        let (name, value, _) = fields
             .into_iter()
-            .min_by_key(|(name, _)| shrunk(name))
+            .max_by(|a, b| (a.1 as f64 / a.2 as f64).total_cmp(&(b.1 as f64 / b.2 as f64)))
             .expect("fields");
         let size = match count {
             Some(c) => format!(
@@ -426,6 +415,27 @@ mod tests {
         assert_eq!(cfg.layer_norm_eps, 1e-12);
         assert_eq!(cfg.type_vocab_size, 2);
         assert_eq!(cfg.head_dim(), 4);
+    }
+
+    #[test]
+    fn sizes_are_bounded_one_by_one_and_together() {
+        let mut cfg = BertConfig::tiny(99);
+        cfg.vocab_size = 1_000_000_000_000;
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("field vocab_size: 1000000000000"), "{err}");
+        // Each size within its bound, the product far beyond the parameter bound.
+        cfg.vocab_size = MAX_SIZE;
+        cfg.hidden_size = 4096;
+        cfg.num_attention_heads = 16;
+        let err = cfg.validate().unwrap_err();
+        assert!(err.starts_with("field vocab_size:"), "{err}");
+        assert!(err.contains("parameters"), "{err}");
+        cfg.vocab_size = 30522;
+        cfg.num_hidden_layers = MAX_LAYERS;
+        cfg.intermediate_size = MAX_SIZE;
+        let err = cfg.validate().unwrap_err();
+        assert!(err.starts_with("field intermediate_size:"), "{err}");
+        assert_eq!(BertConfig::tiny(99).validate(), Ok(()));
     }
 
     #[test]

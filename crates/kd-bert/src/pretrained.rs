@@ -113,7 +113,7 @@ pub fn load_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     config.validate().map_err(cfg_err)?;
     let fresh_heads = opts.fresh_heads;
     let fresh_ok = move |n: &str| fresh_heads && is_head(n);
-    let params = param_shapes(&config, arch)?;
+    let params = param_shapes(&config, arch).map_err(|e| cfg_err(e.to_string()))?;
     let plan = plan(&params, &tensors, &fresh_ok);
     if !plan.problems.is_empty() {
         let mut report = plan.problems;

@@ -7,7 +7,7 @@ mod common;
 
 use common::pth::*;
 use common::*;
-use kd_bert::checkpoint::read_tensors;
+use kd_bert::checkpoint::{read_tensors, weights_sha256};
 use kd_bert::{init_model, load_model, Architecture, BertConfig, Error, LoadOptions};
 use std::path::{Path, PathBuf};
 
@@ -185,9 +185,7 @@ fn pth_deeply_nested_pickle_is_refused() {
 fn pth_string_longer_than_its_pickle_is_refused() {
     isolated("pth_string_longer_than_its_pickle_is_refused", || {
         let mut p = Pickle::new();
-        p.raw(b"X")
-            .raw(&0xffff_fff0u32.to_le_bytes())
-            .raw(b"abc");
+        p.raw(b"X").raw(&0xffff_fff0u32.to_le_bytes()).raw(b"abc");
         bin_err("4 GiB string", &p.stop(), &[], &["data.pkl"]);
     });
 }
@@ -368,12 +366,18 @@ fn fifo_weight_files_are_refused() {
     let res2 = within(10, move || {
         read_tensors(&direct, &candle_core::Device::Cpu).map(|_| ())
     });
+    let d = dir.clone();
+    let res3 = within(10, move || weights_sha256(&d).map(|_| ()));
     // Release any reader left blocked on the FIFO.
     let _ = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags_nonblock()
         .open(&fifo);
-    for (what, res) in [("sharded load", res), ("read_tensors", res2)] {
+    for (what, res) in [
+        ("sharded load", res),
+        ("read_tensors", res2),
+        ("fingerprint", res3),
+    ] {
         match res {
             None => panic!("{what}: hangs on a FIFO shard"),
             Some(Ok(())) => panic!("{what}: loaded a FIFO"),

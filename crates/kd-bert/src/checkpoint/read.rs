@@ -53,7 +53,8 @@ fn check_regular(path: &Path, max_len: u64) -> Result<()> {
 }
 
 /// The shard files a sharded safetensors index (`*.index.json`) names, sorted, without
-/// duplicates. Every name must be a relative path inside the index's directory.
+/// duplicates. Every name must be a relative path inside the index's directory, and every shard
+/// a regular file (so hashing or reading the list cannot block on a FIFO).
 pub fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     let err = |msg: String| Error::Checkpoint {
         path: index.to_path_buf(),
@@ -88,6 +89,9 @@ pub fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     files.dedup();
+    for f in &files {
+        check_regular(f, u64::MAX)?;
+    }
     Ok(files)
 }
 
