@@ -6,6 +6,7 @@
 mod commands;
 mod device;
 mod pipeline;
+mod settings;
 
 use clap::Parser;
 

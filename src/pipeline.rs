@@ -92,9 +92,36 @@ pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Pipeline>
     for o in overrides {
         apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
     }
+    if let Some(toml::Value::Array(steps)) = value.get_mut("steps") {
+        for (i, step) in steps.iter_mut().enumerate() {
+            fill_step_defaults(step)
+                .with_context(|| format!("{source}: invalid pipeline: step {i}"))?;
+        }
+    }
     let p = Pipeline::deserialize(value).with_context(|| format!("{source}: invalid pipeline"))?;
     check_name(&p.name).with_context(|| format!("{source}: invalid pipeline"))?;
     Ok(p)
+}
+
+/// Lays a step's table over the defaults of its kind, so that a step naming one key of a
+/// nested table (`[steps.train] max_steps = 5`) leaves the others at that kind's defaults
+/// rather than those of the nested type.
+fn fill_step_defaults(step: &mut toml::Value) -> Result<()> {
+    fn defaults<T: serde::Serialize + Default>() -> Result<toml::Value> {
+        toml::Value::try_from(T::default()).context("defaults do not serialise")
+    }
+    let kind = step.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    let mut base = match kind {
+        "finetune_mlm" => defaults::<MlmConfig>()?,
+        "finetune_classify" => defaults::<ClassifyConfig>()?,
+        "precompute" => defaults::<PrecomputeConfig>()?,
+        "train" => defaults::<DistilConfig>()?,
+        // Other kinds (and unknown ones, refused below with the list of kinds) as written.
+        _ => return Ok(()),
+    };
+    crate::settings::merge(&mut base, step.clone());
+    *step = base;
+    Ok(())
 }
 
 /// A pipeline's name becomes a file name (`runs/<name>.jsonl`): one path component of ASCII
@@ -116,7 +143,7 @@ fn check_name(name: &str) -> Result<()> {
 
 /// Sets `a.b.0.c=value` in a TOML tree; the value is parsed as a TOML literal, else taken as a
 /// string.
-fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
+pub(crate) fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
     let Some((path, raw)) = spec.split_once('=') else {
         bail!("expected KEY=VALUE");
     };

@@ -258,7 +258,10 @@ fn malformed_settings_and_inputs_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cache = small_cache(dir.path(), "cache", "mlm-topk:k=8,t=1", 0);
     let out = dir.path().join("out");
-    for (weights, key) in [("nan,1,1", "loss.ce = NaN"), ("5,-1,0", "loss.mlm = -1")] {
+    for (weights, key) in [
+        ("nan,1,1", "(soft_ce): weight = NaN"),
+        ("5,-1,0", "(mlm_ce): weight = -1"),
+    ] {
         let line = format!(
             "train --cache {{}} --out {{}} --teacher {{}} --layers 1 --temperature 1 \
              --weights {weights}"

@@ -3,7 +3,7 @@
 
 use super::loop_flags::LoopFlags;
 use super::GlobalArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use kd_teacher::classify::{run_classify, ClassifyConfig, TaskData};
 use kd_teacher::mlm::{run_mlm, MlmConfig};
@@ -30,9 +30,13 @@ pub struct FinetuneArgs {
     /// Output directory (model/, metrics.jsonl, checkpoints/, report.json); a rerun resumes.
     #[arg(long)]
     out: PathBuf,
-    /// TOML file with the full settings (`[mlm]` or `[classify]` table); flags override it.
+    /// Settings file: the table of a pipeline `finetune_mlm` or `finetune_classify` step;
+    /// flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Override a setting, e.g. `--set train.lr=1e-4` (repeatable; flags still win).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
     /// MLM: corpus files or folders (one paragraph per line).
     #[arg(long, num_args = 1..)]
     corpus: Vec<PathBuf>,
@@ -82,34 +86,18 @@ pub struct FinetuneArgs {
     max_len: Option<usize>,
 }
 
-/// Reads the `[table]` of a settings file, or the defaults.
-pub(crate) fn from_file<T: serde::de::DeserializeOwned + Default>(
-    path: &Option<PathBuf>,
-    table: &str,
-) -> Result<T> {
-    let Some(path) = path else {
-        return Ok(T::default());
-    };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let value: toml::Table =
-        toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
-    let section = value
-        .get(table)
-        .cloned()
-        .with_context(|| format!("{}: no [{table}] table", path.display()))?;
-    section
-        .try_into()
-        .with_context(|| format!("{}: in [{table}]", path.display()))
-}
-
 /// Runs `kd finetune`.
 pub fn run(a: &FinetuneArgs, global: &GlobalArgs) -> Result<()> {
     super::check_model_dir(&a.model)?;
     let device = global.device()?;
     let report = match a.objective {
         Objective::Mlm => {
-            let mut c: MlmConfig = from_file(&a.config, "mlm")?;
+            let mut c: MlmConfig = crate::settings::from_file(
+                a.config.as_deref(),
+                "finetune_mlm",
+                "mlm",
+                &a.overrides,
+            )?;
             c.model = a.model.clone();
             c.out = a.out.clone();
             if !a.corpus.is_empty() {
@@ -129,7 +117,12 @@ pub fn run(a: &FinetuneArgs, global: &GlobalArgs) -> Result<()> {
             serde_json::to_value(run_mlm(&c, &device)?)?
         }
         Objective::Classify => {
-            let mut c: ClassifyConfig = from_file(&a.config, "classify")?;
+            let mut c: ClassifyConfig = crate::settings::from_file(
+                a.config.as_deref(),
+                "finetune_classify",
+                "classify",
+                &a.overrides,
+            )?;
             c.model = a.model.clone();
             c.out = a.out.clone();
             if let Some(p) = &a.movie_reviews {

@@ -18,9 +18,12 @@ pub struct PrecomputeArgs {
     /// Cache directory; rerunning the same command resumes an interrupted run.
     #[arg(long)]
     out: PathBuf,
-    /// TOML file with a `[precompute]` table; flags override it.
+    /// Settings file: the table of a pipeline `precompute` step; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Override a setting, e.g. `--set rows_per_shard=256` (repeatable; flags still win).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
     /// Corpus files or folders (one paragraph per line).
     #[arg(long, num_args = 1..)]
     corpus: Vec<PathBuf>,
@@ -77,7 +80,12 @@ pub struct PrecomputeArgs {
 /// Runs `kd precompute`.
 pub fn run(a: &PrecomputeArgs, global: &GlobalArgs) -> Result<()> {
     super::check_model_dir(&a.teacher)?;
-    let mut c: PrecomputeConfig = super::finetune::from_file(&a.config, "precompute")?;
+    let mut c: PrecomputeConfig = crate::settings::from_file(
+        a.config.as_deref(),
+        "precompute",
+        "precompute",
+        &a.overrides,
+    )?;
     c.teacher = a.teacher.clone();
     c.out = a.out.clone();
     let s = &mut c.source;

@@ -4,7 +4,7 @@ use super::loop_flags::LoopFlags;
 use super::GlobalArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kd_student::distil::{train_student, DistilConfig};
+use kd_student::distil::{train_student, DistilConfig, LossSpec, SoftTargetSource};
 use kd_student::init::parse_layers;
 use std::path::PathBuf;
 
@@ -17,9 +17,13 @@ pub struct TrainArgs {
     /// Output directory (model/, metrics.jsonl, checkpoints/, report.json); a rerun resumes.
     #[arg(long)]
     out: PathBuf,
-    /// TOML file with a `[train]` table (a DistilConfig); flags override it.
+    /// Settings file: the table of a pipeline `train` step (cache, student, [[loss]], train,
+    /// ...); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Override a setting, e.g. `--set train.lr=1e-4` (repeatable; flags still win).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
     /// DistilBERT init: the teacher directory whose layers, embeddings and MLM head are copied.
     #[arg(long)]
     teacher: Option<PathBuf>,
@@ -41,7 +45,7 @@ pub struct TrainArgs {
     /// Soft-target temperature.
     #[arg(long)]
     temperature: Option<f32>,
-    /// Weights of the soft-target, MLM and cosine terms (e.g. 5,2,1).
+    /// Weights of the soft_ce, mlm_ce and hidden_cos losses (e.g. 5,2,1; 0 drops one).
     #[arg(long)]
     weights: Option<String>,
     /// Soft targets from `topk` or `sampled` records.
@@ -55,7 +59,8 @@ pub struct TrainArgs {
 
 /// Runs `kd train`.
 pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
-    let mut c: DistilConfig = super::finetune::from_file(&a.config, "train")?;
+    let mut c: DistilConfig =
+        crate::settings::from_file(a.config.as_deref(), "train", "train", &a.overrides)?;
     c.cache = a.cache.clone();
     c.out = a.out.clone();
     if a.teacher.is_some() {
@@ -75,9 +80,6 @@ pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     }
     a.training.apply(&mut c.train);
     c.batch_size = a.training.batch_size.unwrap_or(c.batch_size);
-    if let Some(v) = a.temperature {
-        c.loss.temperature = v;
-    }
     if let Some(w) = &a.weights {
         let v: Vec<f64> = w
             .split(',')
@@ -87,11 +89,21 @@ pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         let [ce, mlm, cos] = v[..] else {
             bail!("--weights {w:?}: expected three numbers (ce, mlm, cos)");
         };
-        (c.loss.ce, c.loss.mlm, c.loss.cos) = (ce, mlm, cos);
+        c.loss.set_distil_weights(ce, mlm, cos);
     }
-    if let Some(s) = &a.soft_targets {
-        c.loss.soft_targets = serde_json::from_value(serde_json::Value::String(s.clone()))
-            .with_context(|| format!("--soft-targets {s:?}"))?;
+    let source = match &a.soft_targets {
+        Some(s) => Some(
+            serde_json::from_value::<SoftTargetSource>(serde_json::Value::String(s.clone()))
+                .with_context(|| format!("--soft-targets {s:?}"))?,
+        ),
+        None => None,
+    };
+    if a.temperature.is_some() || source.is_some() {
+        let Some(LossSpec::SoftCe(soft)) = c.loss.entry_mut("soft_ce") else {
+            bail!("--temperature and --soft-targets set the soft_ce loss, which the list lacks");
+        };
+        soft.temperature = a.temperature.unwrap_or(soft.temperature);
+        soft.source = source.unwrap_or(soft.source);
     }
     if a.online.is_some() {
         c.online = a.online.clone();

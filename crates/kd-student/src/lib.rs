@@ -8,12 +8,28 @@
 //! - [`init`]: students from teacher layers (DistilBERT) or a fresh config.
 //! - [`eval`](mod@eval): `kd eval`, a student against a held-out cache: accuracy next to the
 //!   teacher's, agreement, KL, hidden cosine, size and speed.
-//! - [`distil`]: the DistilBERT objective (soft targets + MLM + cosine) as a training task.
+//! - [`loss_spec`]: the loss list as settings (kinds, weights, layer maps, projections) and
+//!   DistilBERT's shorthand; [`layer_map`]: which student layer learns from which teacher
+//!   layer.
+//! - [`student`]: the [`Student`](student::Student) interface and the BERT student.
+//! - [`loss_terms`]: a loss list resolved against student and cache, and its terms for one
+//!   micro-batch; [`projections`]: learned width projections, seeded and saved beside the
+//!   student.
+//! - [`cache_task`]: any student trained from a cache (or online) as a training task.
+//! - [`online`]: the online reference, the teacher recomputing each batch's records.
+//! - [`distil`]: a run: settings, open / check / plan / run / finish.
 
+pub mod cache_task;
 pub mod distil;
 pub mod error;
 pub mod eval;
 pub mod init;
+pub mod layer_map;
+pub mod loss_spec;
+pub mod loss_terms;
+pub mod online;
+pub mod projections;
 pub mod stream;
+pub mod student;
 
 pub use error::{Error, Result};

@@ -202,7 +202,12 @@ impl TrainTask for ClassifyTask<'_> {
             .map_err(|e| to_train(e.into()))
     }
 
-    fn micro_batch(&mut self, idx: &[usize], rng: &mut ChaCha8Rng) -> kd_train::Result<MicroBatch> {
+    fn micro_batch(
+        &mut self,
+        _index: usize,
+        idx: &[usize],
+        rng: &mut ChaCha8Rng,
+    ) -> kd_train::Result<MicroBatch> {
         self.step(idx, rng).map_err(to_train)
     }
 

@@ -30,7 +30,9 @@ pub struct MlmConfig {
     pub corpus: Vec<PathBuf>,
     /// JSONL text field; plain text when absent.
     pub text_field: Option<String>,
-    /// The last this-many documents (in file order) are held out for evaluation.
+    /// The last this-many documents (in file order) are held out for evaluation; a corpus
+    /// with no more documents than that (a single file) holds out the last 10% of its
+    /// sequences instead.
     pub heldout_docs: usize,
     /// Output directory: `model/` (HF directory), `metrics.jsonl`, `checkpoints/`,
     /// `report.json`.
@@ -135,6 +137,7 @@ impl TrainTask for MlmTask<'_> {
 
     fn micro_batch(
         &mut self,
+        _index: usize,
         batch: &[usize],
         rng: &mut ChaCha8Rng,
     ) -> kd_train::Result<MicroBatch> {
@@ -191,6 +194,41 @@ impl MlmTask<'_> {
     }
 }
 
+/// Share of the sequences held out when the corpus has too few documents to hold out
+/// `heldout_docs` whole ones (e.g. a single file).
+pub const HELDOUT_SHARE: f64 = 0.1;
+
+/// Splits packed sequences into (held out, training, documents held out): the last
+/// `heldout_docs` documents, or, when the corpus has no more documents than that, the last
+/// [`HELDOUT_SHARE`] of its sequences (whole paragraphs: packing never splits one between two
+/// sequences unless it is longer than one).
+fn split_heldout(
+    sequences: Vec<PackedSequence>,
+    n_docs: usize,
+    cfg: &MlmConfig,
+) -> Result<(Vec<PackedSequence>, Vec<PackedSequence>, usize)> {
+    if cfg.heldout_docs < n_docs {
+        let first = (n_docs - cfg.heldout_docs) as u32;
+        let (heldout, train) = sequences.into_iter().partition(|s| s.doc >= first);
+        return Ok((heldout, train, cfg.heldout_docs));
+    }
+    let n = sequences.len();
+    if n < 2 {
+        return Err(Error::Config(format!(
+            "mlm: the corpus packs into {n} sequence(s): too little to train and hold out"
+        )));
+    }
+    let k = ((n as f64 * HELDOUT_SHARE).ceil() as usize).clamp(1, n - 1);
+    eprintln!(
+        "mlm: the corpus has {n_docs} document(s), not more than heldout_docs = {}: holding out \
+         its last {k} of {n} sequences instead",
+        cfg.heldout_docs
+    );
+    let mut train = sequences;
+    let heldout = train.split_off(n - k);
+    Ok((heldout, train, 0))
+}
+
 /// Runs MLM fine-tuning as configured, resuming from `out/checkpoints` if present.
 pub fn run_mlm(cfg: &MlmConfig, device: &Device) -> Result<MlmReport> {
     if cfg.corpus.is_empty() {
@@ -207,22 +245,12 @@ pub fn run_mlm(cfg: &MlmConfig, device: &Device) -> Result<MlmReport> {
     };
     let corpus = Corpus::load(&cfg.corpus, &format)?;
     let n_docs = corpus.documents.len();
-    if cfg.heldout_docs >= n_docs {
-        return Err(Error::Config(format!(
-            "mlm: heldout_docs = {} leaves no training document (the corpus has {n_docs})",
-            cfg.heldout_docs
-        )));
-    }
     let pack = PackConfig {
         max_len: cfg.max_len,
         ..PackConfig::default()
     };
     let packed = pack_corpus(&corpus, &encoder, &pack)?;
-    let first_heldout = (n_docs - cfg.heldout_docs) as u32;
-    let (heldout, mut train): (Vec<_>, Vec<_>) = packed
-        .sequences
-        .into_iter()
-        .partition(|s| s.doc >= first_heldout);
+    let (heldout, mut train, heldout_docs) = split_heldout(packed.sequences, n_docs, cfg)?;
     if let Some(max) = cfg.max_train_sequences {
         if train.len() > max {
             let order = kd_train::epoch_order(cfg.train.seed, u64::MAX, train.len());
@@ -298,8 +326,8 @@ pub fn run_mlm(cfg: &MlmConfig, device: &Device) -> Result<MlmReport> {
         after,
         train_sequences: task.sequences.len(),
         eval_sequences: eval.len(),
-        train_docs: n_docs - cfg.heldout_docs,
-        heldout_docs: cfg.heldout_docs,
+        train_docs: n_docs - heldout_docs,
+        heldout_docs,
         frozen_layers,
         fresh_parameters: loaded.report.initialized.clone(),
         steps: summary.steps,

@@ -103,8 +103,14 @@ pub trait TrainTask {
     /// fixed seeds) so that a resumed run continues with the same order.
     fn epoch_batches(&mut self, epoch: u64) -> Result<Vec<Vec<usize>>>;
 
-    /// Forward pass and loss of one micro-batch; dropout draws from `rng`.
-    fn micro_batch(&mut self, batch: &[usize], rng: &mut ChaCha8Rng) -> Result<MicroBatch>;
+    /// Forward pass and loss of the micro-batch at `index` of the epoch's list (its example
+    /// indices are `batch`); dropout draws from `rng`.
+    fn micro_batch(
+        &mut self,
+        index: usize,
+        batch: &[usize],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<MicroBatch>;
 
     /// Called after each epoch (evaluation, keeping the best model); the returned JSON object
     /// is written to the metrics log.
@@ -211,7 +217,8 @@ pub fn run_training(
         }
         while state.micro_batch < n {
             let t0 = Instant::now();
-            let mb = task.micro_batch(&batches[state.micro_batch as usize], state.rng())?;
+            let index = state.micro_batch as usize;
+            let mb = task.micro_batch(index, &batches[index], state.rng())?;
             let loss = mb
                 .loss
                 .to_dtype(candle_core::DType::F64)?

@@ -22,6 +22,7 @@ impl TrainTask for Task {
 
     fn micro_batch(
         &mut self,
+        _index: usize,
         batch: &[usize],
         _rng: &mut ChaCha8Rng,
     ) -> kd_train::Result<MicroBatch> {
