@@ -431,3 +431,29 @@ fn shard_names_outside_the_model_directory_are_refused() {
         &[&abs],
     );
 }
+
+#[test]
+fn misnamed_head_tensor_is_not_skipped_for_a_fresh_one() {
+    // One corrupted byte turns cls.predictions.bias into a name no head has; with fresh heads
+    // allowed, the bias must not come out freshly initialised while the stored one is skipped.
+    let (_tmp, dir) = fixture_copy("tiny_mlm");
+    let weights = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let at = bytes
+        .windows(20)
+        .position(|w| w == b"cls.predictions.bias")
+        .unwrap();
+    bytes[at + 18] = b'b';
+    std::fs::write(&weights, &bytes).unwrap();
+    let opts = LoadOptions {
+        fresh_heads: true,
+        ..LoadOptions::default()
+    };
+    assert_load_err(
+        "cls.predictions.bibs",
+        &dir,
+        &opts,
+        "model.safetensors",
+        &["unexpected", "cls.predictions.bibs"],
+    );
+}
