@@ -95,6 +95,13 @@ pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     print_stdout(&format!("{}\n", serde_json::to_string_pretty(value)?))
 }
 
+/// A flag's value read as one of a closed set of settings values (`--backend mmap`), with the
+/// serde spelling of the settings files; an unknown value names the flag and the choices.
+pub(crate) fn parse_choice<T: serde::de::DeserializeOwned>(flag: &str, value: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .with_context(|| format!("--{flag} {value:?}"))
+}
+
 /// Fails unless `dir` is an existing directory, naming it.
 pub(crate) fn check_model_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {

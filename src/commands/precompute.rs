@@ -107,7 +107,7 @@ pub fn run(a: &PrecomputeArgs, global: &GlobalArgs) -> Result<()> {
         s.task = Some(TaskData::MovieReviews { path: p.clone() });
     }
     if let Some(t) = &a.task_split {
-        s.task_split = t.clone();
+        s.task_split = super::parse_choice("task-split", t)?;
     }
     s.max_len = a.max_len.unwrap_or(s.max_len);
     if let Some(t) = &a.targets {
@@ -119,7 +119,7 @@ pub fn run(a: &PrecomputeArgs, global: &GlobalArgs) -> Result<()> {
         c.mask.smoothing = a.mask_smoothing;
     }
     if let Some(b) = &a.backend {
-        c.backend = b.clone();
+        c.backend = super::parse_choice("backend", b)?;
     }
     c.rows_per_shard = a.rows_per_shard.unwrap_or(c.rows_per_shard);
     c.batch_size = a.batch_size.unwrap_or(c.batch_size);

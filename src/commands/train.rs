@@ -92,10 +92,7 @@ pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         c.loss.set_distil_weights(ce, mlm, cos);
     }
     let source = match &a.soft_targets {
-        Some(s) => Some(
-            serde_json::from_value::<SoftTargetSource>(serde_json::Value::String(s.clone()))
-                .with_context(|| format!("--soft-targets {s:?}"))?,
-        ),
+        Some(s) => Some(super::parse_choice::<SoftTargetSource>("soft-targets", s)?),
         None => None,
     };
     if a.temperature.is_some() || source.is_some() {

@@ -46,7 +46,7 @@ pub struct PrecomputeConfig {
     /// MLM masking (corpus input only).
     pub mask: MaskConfig,
     /// `parquet` or `mmap`.
-    pub backend: String,
+    pub backend: Backend,
     /// Sequences per shard file.
     pub rows_per_shard: usize,
     /// Sequences per teacher forward pass.
@@ -69,7 +69,7 @@ impl Default for PrecomputeConfig {
             epochs: 1,
             seed: 0,
             mask: MaskConfig::default(),
-            backend: "parquet".into(),
+            backend: Backend::Parquet,
             rows_per_shard: 1024,
             batch_size: 32,
             shard: None,
@@ -120,7 +120,7 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
     }
     let teacher_cfg = BertConfig::from_file(&cfg.teacher.join("config.json"))?;
     let spec = TargetSpec::parse(&cfg.targets, teacher_cfg.num_hidden_layers as u32)?;
-    let backend: Backend = cfg.backend.parse()?;
+    let backend = cfg.backend;
     let part = cfg
         .shard
         .as_deref()

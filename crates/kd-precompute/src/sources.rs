@@ -51,9 +51,22 @@ pub struct SourceConfig {
     /// Task data instead of a corpus.
     pub task: Option<TaskData>,
     /// Which task split: `train`, `dev` or `test`.
-    pub task_split: String,
+    pub task_split: TaskSplit,
     /// Longest sequence.
     pub max_len: usize,
+}
+
+/// A split of a task dataset (in settings: `train`, `dev` or `test`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskSplit {
+    /// The training split.
+    #[default]
+    Train,
+    /// The development split.
+    Dev,
+    /// The test split.
+    Test,
 }
 
 impl Default for SourceConfig {
@@ -66,7 +79,7 @@ impl Default for SourceConfig {
             split: DocSplit::All,
             max_sequences: None,
             task: None,
-            task_split: "train".into(),
+            task_split: TaskSplit::Train,
             max_len: 128,
         }
     }
@@ -163,17 +176,12 @@ impl SourceConfig {
 
     fn load_task(&self, task: &TaskData, encoder: &TextEncoder) -> Result<Vec<Sequence>> {
         let splits = task.load().map_err(|e| Error::Config(e.to_string()))?;
-        let data = match self.task_split.as_str() {
-            "train" => splits.train,
-            "dev" => splits.dev,
-            "test" => splits
+        let data = match self.task_split {
+            TaskSplit::Train => splits.train,
+            TaskSplit::Dev => splits.dev,
+            TaskSplit::Test => splits
                 .test
                 .ok_or_else(|| Error::Config("the task data has no test split".into()))?,
-            other => {
-                return Err(Error::Config(format!(
-                    "task_split: unknown split {other:?} (expected train, dev or test)"
-                )))
-            }
         };
         let encoded = encode_dataset(&data, encoder, self.max_len)?;
         Ok(encoded

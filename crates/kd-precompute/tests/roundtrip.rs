@@ -433,7 +433,7 @@ fn round_trip(teacher: &str, arch: Architecture, targets: &str, sequences: usize
         let corpus = tmp.path().join("corpus");
         let mut cfg = small_run(&asset(teacher), &corpus, &out, targets, sequences);
         cfg.epochs = epochs;
-        cfg.backend = backend.into();
+        cfg.backend = backend.parse().unwrap();
         let report = run_precompute(&cfg, &Device::Cpu).expect("precompute");
         assert_eq!(report.rows, (sequences * epochs as usize) as u64);
         let errors = check_cache(&out, &cfg, arch);

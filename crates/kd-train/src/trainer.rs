@@ -22,6 +22,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The learning-rate schedule's shape (in settings: `linear` or `constant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    /// Warmup, then linear decay to 0 at the last step (Hugging Face's default).
+    #[default]
+    Linear,
+    /// Warmup, then constant.
+    Constant,
+}
+
 /// Loop settings (serde, so pipelines can carry them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,7 +50,7 @@ pub struct LoopConfig {
     /// Peak learning rate.
     pub lr: f64,
     /// `linear` (warmup then linear decay) or `constant` (warmup then constant).
-    pub schedule: String,
+    pub schedule: ScheduleKind,
     /// Fraction of the total steps used for warmup.
     pub warmup_fraction: f64,
     /// Save a checkpoint every this many optimizer steps (0: only at epoch ends).
@@ -59,7 +70,7 @@ impl Default for LoopConfig {
             grad_accum: 1,
             max_grad_norm: Some(1.0),
             lr: 5e-5,
-            schedule: "linear".into(),
+            schedule: ScheduleKind::Linear,
             warmup_fraction: 0.0,
             checkpoint_every: 200,
             keep_last: 2,
@@ -72,18 +83,15 @@ impl LoopConfig {
     /// The schedule for a run of `total_steps` optimizer steps.
     pub fn resolve_schedule(&self, total_steps: u64) -> Result<Schedule> {
         let warmup = crate::schedule::warmup_from_fraction(total_steps, self.warmup_fraction)?;
-        match self.schedule.as_str() {
-            "linear" => Ok(Schedule::LinearWarmupDecay {
+        Ok(match self.schedule {
+            ScheduleKind::Linear => Schedule::LinearWarmupDecay {
                 warmup_steps: warmup,
                 total_steps,
-            }),
-            "constant" => Ok(Schedule::Constant {
+            },
+            ScheduleKind::Constant => Schedule::Constant {
                 warmup_steps: warmup,
-            }),
-            other => Err(Error::InvalidConfig(format!(
-                "schedule: unknown kind {other:?} (expected \"linear\" or \"constant\")"
-            ))),
-        }
+            },
+        })
     }
 }
 
