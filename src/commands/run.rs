@@ -1,5 +1,5 @@
 //! `kd run [PIPELINE.toml]`: runs every step of a pipeline (the embedded default when no file
-//! is given), writing one JSON line per finished step to `kd-run.jsonl` next to the outputs.
+//! is given), writing one JSON line per finished step to `runs/<pipeline name>.jsonl`.
 
 use super::GlobalArgs;
 use crate::pipeline::{self, Step, DEFAULT_PIPELINE, FETCH_SCRIPT};

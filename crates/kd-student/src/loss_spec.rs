@@ -148,11 +148,15 @@ pub enum LossSpec {
     HardCe(Weighted),
     /// `1 - cos` between student and teacher hidden states over real tokens (L_cos).
     HiddenCos(LayerLoss),
-    /// MSE between (projected) student and teacher hidden states (TinyBERT's L_hidn).
+    /// MSE between (projected) student and teacher hidden states over real tokens, summed
+    /// over the mapped pairs (TinyBERT's L_hidn).
     HiddenMse(LayerLoss),
-    /// MSE between (projected) student and teacher embedding outputs (TinyBERT's L_embd).
+    /// MSE between (projected) student and teacher embedding outputs over real tokens
+    /// (TinyBERT's L_embd).
     EmbeddingMse(LayerLoss),
-    /// MSE between student and teacher pre-softmax attention scores (TinyBERT's L_attn).
+    /// MSE between student and teacher pre-softmax attention scores over the real
+    /// (query, key) entries of each sequence, summed over the mapped pairs (TinyBERT's L_attn;
+    /// the reference also averages in padded entries, which a cache does not hold).
     AttentionMse(LayerLoss),
     /// MSE between student and teacher class logits (Tang et al.).
     LogitMse(Weighted),

@@ -373,7 +373,16 @@ fn layer_terms(
                 let mask = Tensor::from_slice(&inp.batch.attention_mask, (b, len), inp.device)?;
                 cosine_embedding(&student, &teacher, &mask)?
             }
-            _ => hidden_mse(&student, &teacher)?,
+            // Over real tokens only: the cache holds no teacher state for padding, and the
+            // mean must not depend on how much padding a batch has.
+            _ => {
+                let real = real_rows(inp)?;
+                let pick = |x: &Tensor| -> Result<Tensor> {
+                    let (b, l, h) = x.dims3()?;
+                    Ok(x.reshape((b * l, h))?.index_select(&real, 0)?)
+                };
+                hidden_mse(&pick(&student)?, &pick(&teacher)?)?
+            }
         };
         total = Some(match total {
             Some(acc) => (acc + value)?,
@@ -381,6 +390,20 @@ fn layer_terms(
         });
     }
     total.ok_or_else(|| Error::Config("a layer loss without layer pairs".into()))
+}
+
+/// Flat indices `row * L + position` of the batch's real tokens.
+fn real_rows(inp: &TermInputs) -> Result<Tensor> {
+    let idx: Vec<u32> = inp
+        .batch
+        .attention_mask
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| m != 0)
+        .map(|(i, _)| i as u32)
+        .collect();
+    let n = idx.len();
+    Ok(Tensor::from_vec(idx, n, inp.device)?)
 }
 
 /// The teacher's attention scores of `layer`, `[B, heads, L, L]`: each record's real block
@@ -435,7 +458,11 @@ fn attention_terms(loss: &ResolvedLoss, out: &StudentOutputs, inp: &TermInputs) 
         let heads = student.dim(1)?;
         let student = student.broadcast_add(&query_pad.to_dtype(student.dtype())?)?;
         let teacher = teacher_scores(inp, t, heads)?.to_dtype(student.dtype())?;
-        let value = attention_mse(&student, &teacher)?;
+        // attention_mse averages over the padded [B, heads, L, L]; padded entries are 0 on
+        // both sides, so rescaling to the real entries' count gives their mean.
+        let real: usize = inp.records.iter().map(|r| heads * r.len() * r.len()).sum();
+        let scale = (b * heads * l * l) as f64 / real.max(1) as f64;
+        let value = (attention_mse(&student, &teacher)? * scale)?;
         total = Some(match total {
             Some(acc) => (acc + value)?,
             None => value,
