@@ -20,7 +20,11 @@ pub enum Shard {
 }
 
 impl Shard {
-    /// Opens `path` as a shard of `backend` holding `spec`.
+    /// Opens `path` as a shard of `backend` holding `spec` (a Parquet shard
+    /// that records other targets is refused). Reads are checked against the
+    /// shard's own checksums (mmap blocks, Parquet column chunks and footer);
+    /// a Parquet shard written before it carried checksums is not checked here
+    /// ([`CacheReader::open`] checks its SHA-256 against the manifest).
     pub fn open(path: &Path, backend: Backend, spec: &TargetSpec) -> Result<Shard> {
         Ok(match backend {
             Backend::Parquet => Shard::Parquet(ParquetShard::open(path, spec)?),

@@ -44,10 +44,10 @@ pub(crate) fn read_checked(
         .ok_or_else(|| format!("no checksums for row group {rg}"))?;
     let mut chunks = Vec::with_capacity(columns.len());
     for &c in columns {
-        let name = group
-            .columns()
-            .get(c)
-            .map_or_else(|| c.to_string(), |col| format!("`{}`", col.column_path()));
+        let name = group.columns().get(c).map_or_else(
+            || c.to_string(),
+            |col| format!("`{}`", col.column_path().string()),
+        );
         let (start, len) = chunk_range(group, c)?;
         if start.checked_add(len).is_none_or(|end| end > opened_len) {
             return Err(format!(

@@ -106,43 +106,61 @@ fn find_all<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> 
         .map(|(i, _)| i)
 }
 
-/// The checksum entry of a shard whose Thrift footer is `footer` and decoded
-/// metadata `meta`: `None` for a shard written without checksums; an error
-/// when the footer's CRC does not match or the entry does not fit the
-/// metadata (row groups, columns).
-pub(crate) fn check_footer(
+/// Checks the footer's CRC-32 from its raw bytes, before anything decodes
+/// them: the position of the checksum entry, or `None` when the footer holds
+/// none (a shard written without checksums, or one whose entry was damaged:
+/// [`check_entry`] tells them apart once the footer is decoded).
+pub(crate) fn check_footer_crc(footer: &[u8]) -> Result<Option<usize>, Msg> {
+    let mut first_mismatch = None;
+    for p in find_all(footer, PREFIX.as_bytes()) {
+        let digits = p + PREFIX.len()..p + PREFIX.len() + DIGITS;
+        let Some(Ok(stored)) = footer
+            .get(digits.clone())
+            .map(|d| parse_hex(std::str::from_utf8(d).unwrap_or("")))
+        else {
+            continue;
+        };
+        let mut h = crc32fast::Hasher::new();
+        h.update(&footer[..digits.start]);
+        h.update(&[b'0'; DIGITS]);
+        h.update(&footer[digits.end..]);
+        let crc = h.finalize();
+        if crc == stored {
+            return Ok(Some(p));
+        }
+        first_mismatch.get_or_insert((crc, stored));
+    }
+    match first_mismatch {
+        Some((crc, stored)) => Err(format!(
+            "crc32 {crc:08x} != {stored:08x} in its checksum entry"
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The checksum entry of a shard whose Thrift footer `footer` passed
+/// [`check_footer_crc`] (entry at `at`) and decoded to `meta`: `None` for a
+/// shard written without checksums; an error when the entry is missing,
+/// misplaced or does not fit the metadata (row groups, columns).
+pub(crate) fn check_entry(
     footer: &[u8],
+    at: Option<usize>,
     meta: &ParquetMetaData,
 ) -> Result<Option<Checksums>, Msg> {
     let kv = meta.file_metadata().key_value_metadata();
-    let Some(entry) = kv.and_then(|kv| kv.iter().find(|e| e.key == KEY)) else {
-        return Ok(None);
+    let entry = kv.and_then(|kv| kv.iter().find(|e| e.key == KEY));
+    let (entry, at) = match (entry, at) {
+        (None, None) => return Ok(None),
+        (Some(e), Some(at)) => (e, at),
+        (None, Some(_)) => return Err(format!("the footer has a checksum but no `{KEY}` entry")),
+        (Some(_), None) => return Err(format!("`{KEY}` is damaged (no checksum found)")),
     };
     let value = entry
         .value
         .as_deref()
         .ok_or_else(|| format!("`{KEY}` has no value"))?;
-    let digits_at = PREFIX.len();
-    if !value.starts_with(PREFIX) || value.len() < digits_at + DIGITS {
-        return Err(format!("`{KEY}` does not start with {PREFIX}"));
-    }
-    let stored = parse_hex(value.get(digits_at..digits_at + DIGITS).unwrap_or(""))?;
-    // Where the entry lies in the footer bytes (exactly once).
-    let mut at = find_all(footer, PREFIX.as_bytes())
-        .filter(|&p| footer.get(p..p + value.len()) == Some(value.as_bytes()));
-    let (Some(p), None) = (at.next(), at.next()) else {
-        return Err(format!("`{KEY}` is not found once in the footer bytes"));
-    };
-    let digits = p + digits_at..p + digits_at + DIGITS;
-    let mut h = crc32fast::Hasher::new();
-    h.update(&footer[..digits.start]);
-    h.update(&[b'0'; DIGITS]);
-    h.update(&footer[digits.end..]);
-    let crc = h.finalize();
-    if crc != stored {
-        return Err(format!(
-            "footer crc32 {crc:08x} != {stored:08x} in its checksum entry"
-        ));
+    if footer.get(at..at + value.len()) != Some(value.as_bytes()) {
+        return Err(format!("`{KEY}` is not where its checksum was found"));
     }
     let e: Entry = serde_json::from_str(value).map_err(|e| format!("`{KEY}`: {e}"))?;
     let row_groups = e

@@ -30,7 +30,9 @@ use parquet::file::reader::ChunkReader;
 
 use crate::error::{CacheError, Result};
 use crate::fsutil::{describe_read_error, read_exact_at, sha256_of_open_file};
-use crate::parquet_checksums::{check_footer, read_checked, Checksums, FileChunks};
+use crate::parquet_checksums::{
+    check_entry, check_footer_crc, read_checked, Checksums, FileChunks,
+};
 use crate::record::Record;
 use crate::targets::TargetSpec;
 use decode::{column, decode_row};
@@ -73,10 +75,12 @@ impl ParquetShard {
         let file = File::open(path).map_err(|e| CacheError::io(path, e))?;
         let file_len = file.metadata().map_err(|e| CacheError::io(path, e))?.len();
         let footer = read_footer(&file, file_len).map_err(corrupt)?;
+        // Checked before it is decoded: damaged bytes never reach the decoder.
+        let entry_at = check_footer_crc(&footer).map_err(corrupt)?;
         let (meta, checksums) = guarded(|| {
             let meta =
                 ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| e.to_string())?;
-            let checksums = check_footer(&footer, &meta)?;
+            let checksums = check_entry(&footer, entry_at, &meta)?;
             let meta = ArrowReaderMetadata::try_new(Arc::new(meta), ArrowReaderOptions::new())
                 .map_err(|e| e.to_string())?;
             Ok((meta, checksums))
