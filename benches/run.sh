@@ -3,7 +3,7 @@
 # run, then prints kd/torch throughput ratios. Usage: benches/run.sh [--configs minilm,bert-base]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kd/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 out=$(mktemp -d)
 cargo bench --bench bert -- "$@" | tee "$out/kd.jsonl"
 if python3 -c "import torch, transformers" 2>/dev/null; then

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 teacher=${1:?usage: benches/train.sh TEACHER_DIR [STEPS]}
 steps=${2:-20}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kd/target}" KD_NO_PROGRESS=1
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" KD_NO_PROGRESS=1
 cargo build --release --bin kd >/dev/null
 kd="$CARGO_TARGET_DIR/release/kd"
 out=$(mktemp -d)

@@ -37,6 +37,6 @@ grep -oE "pub unsafe fn cu[A-Za-z0-9_]+" "$bindings" | awk '{print $4}' | sort -
 gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$cuda/lib/stubs/libcuda.so" "$root/libcuda-stub.c"
 export CUDA_ROOT="$cuda" PATH="$cuda/bin:$PATH" CUDA_COMPUTE_CAP="$cap"
 export LIBRARY_PATH="$cuda/lib:$cuda/lib/stubs"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kd/target}-cuda"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}-cuda"
 cargo build --release --features cuda --bin kd
 echo "built $CARGO_TARGET_DIR/release/kd (sm_$cap)"

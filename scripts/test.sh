@@ -3,7 +3,8 @@
 # crate's tests in release mode (numerical tests are slow unoptimised).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kd/target}"
+# Builds where `cargo run` does (./target, or $CARGO_TARGET_DIR when set), so the README's two
+# commands share one build.
 scripts/fetch-assets.sh assets
 # kd-cache checks its Parquet shards with pyarrow (that test fails without it): install it.
 PYTHON=${PYTHON:-python3}
