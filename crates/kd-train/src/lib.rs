@@ -50,4 +50,4 @@ pub use optim::{is_no_decay, AdamW, AdamWBuilder, AdamWConfig};
 pub use params::{named_vars, NamedVar};
 pub use progress::{progress_enabled, Progress};
 pub use schedule::{warmup_from_fraction, Schedule};
-pub use trainer::{run_training, LoopConfig, ScheduleKind, MicroBatch, RunSummary, TrainTask};
+pub use trainer::{run_training, LoopConfig, MicroBatch, RunSummary, ScheduleKind, TrainTask};
