@@ -4,7 +4,7 @@
 //! threads sharing a shard never move each other's file position.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufReader, Read};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -152,13 +152,17 @@ impl Length for FileChunks {
 }
 
 impl ChunkReader for FileChunks {
-    type T = FileRead;
+    type T = BufReader<FileRead>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        Ok(FileRead {
-            chunks: self.clone(),
-            pos: start,
-        })
+        // Page headers are decoded a few bytes at a time: buffer the reads.
+        Ok(BufReader::with_capacity(
+            64 << 10,
+            FileRead {
+                chunks: self.clone(),
+                pos: start,
+            },
+        ))
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
