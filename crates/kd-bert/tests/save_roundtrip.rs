@@ -246,10 +246,34 @@ fn kd_saved_inputs() -> HashMap<String, Tensor> {
     ])
 }
 
-/// Writes a freshly initialised model with kd's saver (config.json, model.safetensors) to `dir`.
+/// Writes a freshly initialised model with kd's saver (config.json, model.safetensors) to `dir`,
+/// after giving every bias and LayerNorm shift values ~ U(-0.3, 0.3) and every LayerNorm scale
+/// ~ U(0.6, 1.4) from `seed` (BERT's init sets them to 0 and 1, which would hide a bias or
+/// LayerNorm parameter saved under the wrong name).
 fn write_kd_saved(dir: &Path, arch: Architecture, seed: u64) {
+    use rand::{Rng, SeedableRng};
     let cfg = kd_saved_config(arch);
     let m = init_model(&cfg, arch, seed, &Device::Cpu, DType::F32).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let vars = m.varmap.data().lock().unwrap();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let (lo, hi) = if name.ends_with("LayerNorm.weight") {
+            (0.6f32, 1.4f32)
+        } else if name.ends_with("bias") {
+            (-0.3, 0.3)
+        } else {
+            continue;
+        };
+        let var = &vars[name];
+        let values: Vec<f32> = (0..var.elem_count())
+            .map(|_| rng.random_range(lo..hi))
+            .collect();
+        var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    drop(vars);
     save_hf_dir(&m.model, &m.varmap, dir, None).unwrap();
 }
 
@@ -303,6 +327,17 @@ fn transformers_reproduces_kd_saved_logits() {
         let scale = scale.max(0).unwrap().to_scalar::<f32>().unwrap();
         println!("{name}: max |logit| {scale:.3e}");
         assert!(scale > 1e-2, "{name}: logits ~0");
+        // Every bias and LayerNorm parameter is non-trivial, so a misnamed one would show.
+        let weights = expected(dir.join("model.safetensors"));
+        for (k, t) in &weights {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            if k.ends_with("bias") || k.ends_with("LayerNorm.beta") {
+                assert!(v.iter().all(|&x| x != 0.0), "{name}: {k} has zeros");
+            }
+            if k.ends_with("LayerNorm.weight") {
+                assert!(v.iter().all(|&x| x != 1.0), "{name}: {k} has ones");
+            }
+        }
     }
 }
 
