@@ -209,7 +209,7 @@ fn eval_reports_closed_form_values() {
     let mut m = Manifest::new(spec, Backend::Mmap);
     m.teacher.config =
         serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
-    m.tokenizer_sha256 = kd_bert::tokenizer::sha256_file(&model.join("vocab.txt")).unwrap();
+    m.tokenizer_sha256 = kd_core::fs::sha256_file(&model.join("vocab.txt")).unwrap();
     let cache = tmp.path().join("cache");
     let mut w = CacheWriter::create(&cache, m, WriterOptions::default()).unwrap();
     for r in &records {

@@ -226,24 +226,11 @@ fn write_jsonl(path: &Path, texts: &[String], embeddings: &[f32], h: usize) -> R
 /// a reader never sees a partial file.
 fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     };
-    std::fs::create_dir_all(&parent)
+    std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create output directory {}", parent.display()))?;
-    let name = path
-        .file_name()
-        .with_context(|| format!("output {} has no file name", path.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = write(&tmp)
-        .and_then(|()| Ok(std::fs::File::open(&tmp)?.sync_all()?))
-        .and_then(|()| Ok(std::fs::rename(&tmp, path)?));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    kd_core::fs::write_atomic_with(path, write)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

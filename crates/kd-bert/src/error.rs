@@ -53,6 +53,15 @@ pub enum Error {
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl From<kd_core::fs::FsError> for Error {
+    fn from(e: kd_core::fs::FsError) -> Self {
+        Error::Io {
+            path: e.path,
+            cause: e.cause,
+        }
+    }
+}
+
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -2,7 +2,6 @@
 //! from `vocab.txt` with the casing of `tokenizer_config.json`.
 
 use crate::error::{Error, Result};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::wordpiece::WordPiece;
@@ -102,10 +101,3 @@ fn lowercase_setting(dir: &Path) -> Result<bool> {
     }
 }
 
-/// Hex sha256 of a file's bytes, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(hex::encode(h.finalize()))
-}

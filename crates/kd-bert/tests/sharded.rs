@@ -5,7 +5,6 @@
 use candle_core::{Device, Tensor};
 use kd_bert::checkpoint::{find_weights, weights_sha256};
 use kd_bert::{load_model, BertInput, ForwardCtx, LoadOptions, LoadedModel};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -96,11 +95,7 @@ fn a_model_in_two_shards_loads_like_the_single_file() {
 }
 
 fn sha256_hex(path: &Path) -> String {
-    hex(&Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    kd_core::fs::sha256_hex(&std::fs::read(path).unwrap())
 }
 
 #[test]

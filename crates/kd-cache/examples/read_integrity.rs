@@ -223,7 +223,7 @@ fn main() -> Res<()> {
         let to = plain.join(&s.file);
         strip(&pq.join(&s.file), &to)?;
         s.bytes = std::fs::metadata(&to)?.len();
-        s.sha256 = kd_cache::fsutil::sha256_file(&to)?;
+        s.sha256 = kd_core::fs::sha256_file(&to)?;
     }
     plain_m.save(&plain)?;
     let shards =

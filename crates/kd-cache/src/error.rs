@@ -45,6 +45,15 @@ pub enum CacheError {
     Invalid(String),
 }
 
+impl From<kd_core::fs::FsError> for CacheError {
+    fn from(e: kd_core::fs::FsError) -> Self {
+        CacheError::Io {
+            path: e.path,
+            cause: e.cause,
+        }
+    }
+}
+
 impl CacheError {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -24,7 +24,6 @@
 //! - [`verify`](mod@verify): checksums and a full decode ([`verify()`]).
 //! - [`inspect`](mod@inspect): sizes per column and bytes per token ([`inspect()`]).
 //! - [`merge`](mod@merge): joining the parts of a sharded run ([`merge()`]).
-//! - [`fsutil`]: atomic writes and SHA-256 of files.
 //! - [`error`]: the error type, [`CacheError`].
 //!
 //! The on-disk formats are specified in `schemas/cache-v1.md`.
@@ -34,7 +33,6 @@
 pub mod codec;
 pub mod compat;
 pub mod error;
-pub mod fsutil;
 pub mod inspect;
 pub mod manifest;
 pub mod merge;

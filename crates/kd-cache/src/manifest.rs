@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{CacheError, Result};
-use crate::fsutil::{atomic_write, sha256_file};
+use kd_core::fs::{sha256_file, write_atomic};
 use crate::targets::TargetSpec;
 
 /// The schema this crate writes and reads.
@@ -225,7 +225,7 @@ impl Manifest {
         self.validate()?;
         let mut text = self.to_json()?;
         text.push('\n');
-        atomic_write(&Manifest::path(dir), text.as_bytes())
+        Ok(write_atomic(&Manifest::path(dir), text.as_bytes())?)
     }
 
     /// Checks file names (plain names, no folders), the targets, and the part.

@@ -5,7 +5,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{CacheError, Result};
-use crate::fsutil::{sha256_file, HashingWriter, TmpFile};
+use kd_core::fs::{sha256_file, HashingWriter, TmpFile};
 use crate::manifest::{Manifest, ShardInfo, MANIFEST_FILE, SCHEMA_VERSION};
 
 /// How shard files get into the merged cache.

@@ -26,7 +26,7 @@ use parquet::schema::types::ColumnPath;
 use sha2::Digest;
 
 use crate::error::{CacheError, Result};
-use crate::fsutil::TmpFile;
+use kd_core::fs::TmpFile;
 use crate::manifest::{ShardInfo, SCHEMA_VERSION};
 use crate::mmap_shard::file_name;
 use crate::parquet_checksums::{chunk_range, patch_footer, ChecksumSink, Checksums, KEY};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::error::{CacheError, Result};
-use crate::fsutil::sha256_file;
+use kd_core::fs::sha256_file;
 use crate::manifest::{Manifest, ShardInfo, SCHEMA_VERSION};
 use crate::reader::Shard;
 

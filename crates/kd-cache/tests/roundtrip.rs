@@ -23,7 +23,7 @@ fn round_trip(backend: Backend, spec: &TargetSpec, seed: u64) {
         let meta = std::fs::metadata(dir.path().join(&s.file)).unwrap();
         assert_eq!(meta.len(), s.bytes);
         assert_eq!(
-            kd_cache::fsutil::sha256_file(&dir.path().join(&s.file)).unwrap(),
+            kd_core::fs::sha256_file(&dir.path().join(&s.file)).unwrap(),
             s.sha256
         );
         assert!(s.file.ends_with(backend.extension()));

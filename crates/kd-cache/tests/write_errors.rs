@@ -80,7 +80,7 @@ fn a_failed_atomic_write_leaves_no_tmp() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manifest.json");
     std::fs::create_dir_all(path.join("occupied")).unwrap();
-    let e = kd_cache::fsutil::atomic_write(&path, b"{}").unwrap_err();
+    let e = kd_core::fs::write_atomic(&path, b"{}").unwrap_err();
     assert!(e.to_string().contains("manifest.json"), "{e}");
     assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
 }

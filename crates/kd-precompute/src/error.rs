@@ -15,6 +15,9 @@ pub enum Error {
     /// Tensor operation failure.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// A file could not be written or read.
+    #[error(transparent)]
+    File(#[from] kd_core::fs::FsError),
     /// A setting that cannot work.
     #[error("{0}")]
     Config(String),

@@ -12,7 +12,8 @@ use crate::plan::{parse_part, part_range, plan_shards, ShardPlan};
 use crate::sources::{Sequence, SourceConfig};
 use crate::{Error, Result};
 use candle_core::Device;
-use kd_bert::tokenizer::{load_tokenizer, sha256_file, tokenizer_source};
+use kd_bert::tokenizer::{load_tokenizer, tokenizer_source};
+use kd_core::fs::{sha256_file, sha256_hex};
 use kd_bert::{load_model, Architecture, BertConfig, LoadOptions};
 use kd_cache::writer::{ShardWriter, WriterOptions};
 use kd_cache::{
@@ -178,7 +179,7 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         let json = counts.to_json()?;
         let file = FileRef {
             file: "token_counts.json".into(),
-            sha256: sha_hex(&json),
+            sha256: sha256_hex(json.as_bytes()),
         };
         Some((counts, file, json))
     } else {
@@ -235,13 +236,13 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         .extra
         .insert("sequences".into(), sequences.len().into());
 
-    let fingerprint = sha_hex(&manifest.to_json()?);
+    let fingerprint = sha256_hex(manifest.to_json()?.as_bytes());
     let manifest_path = Manifest::path(&cfg.out);
     if manifest_path.exists() {
         let existing = Manifest::load(&cfg.out)?;
         let mut bare = existing.clone();
         bare.shards.clear();
-        if sha_hex(&bare.to_json()?) == fingerprint {
+        if sha256_hex(bare.to_json()?.as_bytes()) == fingerprint {
             return Ok(report(&cfg.out, &existing, 0, 0, started));
         }
         return Err(Error::Config(format!(
@@ -263,7 +264,7 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
     }
     progress.fingerprint = fingerprint;
     if let Some((_, r, json)) = &counts_ref {
-        kd_cache::fsutil::atomic_write(&cfg.out.join(&r.file), json.as_bytes())?;
+        kd_core::fs::write_atomic(&cfg.out.join(&r.file), json.as_bytes())?;
     }
 
     let plan = plan_shards(sequences.len(), cfg.epochs, cfg.rows_per_shard);
@@ -370,12 +371,6 @@ fn report(
     }
 }
 
-fn sha_hex(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(text.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Messages from the teacher to the writer thread.
 enum Msg {
     Start(usize),
@@ -413,7 +408,7 @@ fn write_shards(
                     .ok_or_else(|| Error::Config("finish outside a shard".into()))?;
                 progress.done.insert(index, w.finish()?);
                 let text = serde_json::to_string_pretty(&progress).expect("progress serialises");
-                kd_cache::fsutil::atomic_write(&out.join(PROGRESS_FILE), text.as_bytes())?;
+                kd_core::fs::write_atomic(&out.join(PROGRESS_FILE), text.as_bytes())?;
             }
         }
     }

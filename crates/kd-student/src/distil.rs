@@ -10,7 +10,8 @@ use crate::stream::{CachePlan, StreamConfig};
 use crate::student::{BertStudent, Student};
 use crate::{Error, Result};
 use candle_core::Device;
-use kd_bert::tokenizer::{sha256_file, tokenizer_source};
+use kd_bert::tokenizer::tokenizer_source;
+use kd_core::fs::sha256_file;
 use kd_bert::LoadedModel;
 use kd_cache::reader::CacheReader;
 use kd_cache::{Expectation, Manifest};
@@ -313,6 +314,6 @@ pub fn run_distil(
         model_dir,
     };
     let text = serde_json::to_string_pretty(&report).expect("report serialises");
-    kd_cache::fsutil::atomic_write(&cfg.out.join("report.json"), text.as_bytes())?;
+    kd_core::fs::write_atomic(&cfg.out.join("report.json"), text.as_bytes())?;
     Ok(report)
 }

@@ -75,6 +75,6 @@ pub fn save(varmap: &VarMap, path: &Path) -> Result<()> {
         None,
     )
     .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    kd_cache::fsutil::atomic_write(path, &bytes)?;
+    kd_core::fs::write_atomic(path, &bytes)?;
     Ok(())
 }

@@ -28,6 +28,15 @@ pub enum Error {
     },
 }
 
+impl From<kd_core::fs::FsError> for Error {
+    fn from(e: kd_core::fs::FsError) -> Self {
+        Error::Io {
+            path: e.path,
+            cause: e.cause,
+        }
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -355,10 +355,6 @@ fn is_frozen(name: &str, frozen_layers: usize) -> bool {
 
 /// Writes `report.json` atomically.
 pub(crate) fn write_report(out: &std::path::Path, report: &impl Serialize) -> Result<()> {
-    let path = out.join("report.json");
-    let tmp = out.join(".report.json.tmp");
     let text = serde_json::to_string_pretty(report).expect("report serialises");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|cause| Error::Io { path, cause })
+    Ok(kd_core::fs::write_atomic(&out.join("report.json"), text.as_bytes())?)
 }

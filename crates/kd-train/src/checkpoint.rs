@@ -23,7 +23,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{sync_dir, sync_file, write_atomic, write_synced};
+use kd_core::fs::{replace_dir, sync_dir, sync_file, write_atomic, write_synced};
 use crate::loop_state::TrainState;
 use crate::optim::AdamW;
 use crate::params;
@@ -152,18 +152,12 @@ impl CheckpointManager {
         sync_dir(&tmp)?;
 
         let target = self.dir.join(&name);
-        if target.exists() {
-            let old = self.dir.join(format!(
-                "{OLD_PREFIX}{}-{}",
-                state.train.step,
-                std::process::id()
-            ));
-            std::fs::rename(&target, &old).map_err(|e| Error::io(&target, e))?;
-            std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
-            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-        } else {
-            std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
-        }
+        let old = self.dir.join(format!(
+            "{OLD_PREFIX}{}-{}",
+            state.train.step,
+            std::process::id()
+        ));
+        replace_dir(&tmp, &target, &old)?;
         sync_dir(&self.dir)?;
         write_atomic(&self.dir.join(LATEST_FILE), format!("{name}\n").as_bytes())?;
         self.prune(state.train.step)?;
@@ -204,7 +198,7 @@ impl CheckpointManager {
             let p = entry.path();
             if name.starts_with(TMP_PREFIX) || name.starts_with(OLD_PREFIX) {
                 std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
-            } else if name.starts_with(".latest.tmp-") {
+            } else if name == "latest.tmp" || name.starts_with(".latest.tmp-") {
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             }
         }
@@ -313,7 +307,7 @@ fn parse_step_dir(name: &str) -> Option<u64> {
 
 fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
     candle_core::safetensors::save(tensors, path).map_err(|e| Error::from(e).in_file(path))?;
-    sync_file(path)
+    Ok(sync_file(path)?)
 }
 
 fn read_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {

@@ -96,6 +96,15 @@ pub enum Error {
     },
 }
 
+impl From<kd_core::fs::FsError> for Error {
+    fn from(e: kd_core::fs::FsError) -> Self {
+        Error::Io {
+            path: e.path,
+            cause: e.cause,
+        }
+    }
+}
+
 impl Error {
     /// Builds an [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

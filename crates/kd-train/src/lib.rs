@@ -25,7 +25,6 @@
 pub mod checkpoint;
 pub mod dir_lock;
 pub mod error;
-mod fsutil;
 mod fused_adamw;
 pub mod grads;
 pub mod loop_state;
@@ -42,7 +41,6 @@ pub use checkpoint::{
 };
 pub use dir_lock::DirLock;
 pub use error::{Error, Result};
-pub use fsutil::write_atomic;
 pub use grads::{clip_grad_norm, global_norm, missing_or_zero_grads, GradAccumulator};
 pub use loop_state::{dropout, dropout_mask, epoch_order, TrainState};
 pub use metrics::{read_metrics, MetricsWriter, StepMetrics};

@@ -140,5 +140,5 @@ fn truncate_after_step(path: &Path, step: u64) -> Result<()> {
         kept.push_str(line);
         kept.push('\n');
     }
-    crate::fsutil::write_atomic(path, kept.as_bytes())
+    Ok(kd_core::fs::write_atomic(path, kept.as_bytes())?)
 }

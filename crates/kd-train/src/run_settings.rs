@@ -7,7 +7,7 @@
 
 use crate::checkpoint::list_checkpoints;
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use kd_core::fs::write_atomic;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -59,7 +59,7 @@ pub fn check_or_record(run_dir: &Path, settings: &Value) -> Result<()> {
         path: path.clone(),
         cause: e,
     })?;
-    write_atomic(&path, text.as_bytes())
+    Ok(write_atomic(&path, text.as_bytes())?)
 }
 
 /// The keys (dotted paths) whose values differ between `was` and `now`, with both values

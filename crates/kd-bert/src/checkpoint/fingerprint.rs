@@ -3,7 +3,7 @@
 
 use super::read::{find_weights, shard_files};
 use crate::error::{Error, Result};
-use crate::tokenizer::sha256_file;
+use kd_core::fs::sha256_file;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -26,7 +26,7 @@ pub fn weights_sha256(path: &Path) -> Result<String> {
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.ends_with(".index.json"));
     if !is_index {
-        return sha256_file(&file);
+        return Ok(sha256_file(&file)?);
     }
     let mut h = Sha256::new();
     h.update(b"kd-bert/sharded-weights/v1\0");

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::model::Bert;
 use candle_core::Tensor;
 use candle_nn::VarMap;
+use kd_core::fs::{sync_file, write_synced};
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
@@ -93,7 +94,8 @@ pub fn save_hf_dir(
             }
         }
     }
-    replace_dir(&tmp, out)
+    let old = out.with_extension(format!("old-{}", std::process::id()));
+    Ok(kd_core::fs::replace_dir(&tmp, out, &old)?)
 }
 
 #[cfg(unix)]
@@ -104,29 +106,5 @@ fn set_readable(path: &Path) -> Result<()> {
 
 #[cfg(not(unix))]
 fn set_readable(_path: &Path) -> Result<()> {
-    Ok(())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    fs::write(path, bytes).map_err(|e| Error::io(path, e))?;
-    sync_file(path)
-}
-
-fn sync_file(path: &Path) -> Result<()> {
-    fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(path, e))
-}
-
-/// Moves the finished `tmp` directory to `out`, replacing any previous content.
-fn replace_dir(tmp: &Path, out: &Path) -> Result<()> {
-    if out.exists() {
-        let old = out.with_extension(format!("old-{}", std::process::id()));
-        fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
-        fs::rename(tmp, out).map_err(|e| Error::io(out, e))?;
-        fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-    } else {
-        fs::rename(tmp, out).map_err(|e| Error::io(out, e))?;
-    }
     Ok(())
 }

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::codec::encode_record;
 use crate::error::{CacheError, Result};
-use crate::fsutil::{HashingWriter, TmpFile};
+use kd_core::fs::{HashingWriter, TmpFile};
 use crate::manifest::ShardInfo;
 use crate::record::Record;
 

@@ -13,7 +13,7 @@ use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::{ChunkReader, Length};
 
 use super::{chunk_range, Checksums, Msg};
-use crate::fsutil::{describe_read_error, read_exact_at};
+use kd_core::fs::{describe_read_error, read_exact_at};
 
 /// Column chunks held in memory, each checked against its CRC-32; reads
 /// outside them fail.

@@ -29,7 +29,7 @@ use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::reader::ChunkReader;
 
 use crate::error::{CacheError, Result};
-use crate::fsutil::{describe_read_error, read_exact_at, sha256_of_open_file};
+use kd_core::fs::{describe_read_error, read_exact_at, sha256_of_open_file};
 use crate::parquet_checksums::{
     check_entry, check_footer_crc, read_checked, Checksums, FileChunks,
 };

@@ -29,7 +29,8 @@ pub use suite::{run_suite, EvalSuite, SuiteReport};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use kd_bert::model::gather_positions;
-use kd_bert::tokenizer::{sha256_file, tokenizer_source};
+use kd_bert::tokenizer::tokenizer_source;
+use kd_core::fs::sha256_file;
 use kd_bert::{
     load_model, Architecture, Bert, BertConfig, BertInput, ForwardCtx, LoadOptions, LoadedModel,
 };

@@ -83,7 +83,7 @@ fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
     }
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Config(format!("cannot encode {}: {e}", path.display())))?;
-    Ok(kd_train::write_atomic(path, (text + "\n").as_bytes())?)
+    Ok(kd_core::fs::write_atomic(path, (text + "\n").as_bytes())?)
 }
 
 impl fmt::Display for SuiteReport {

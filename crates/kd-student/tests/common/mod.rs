@@ -170,7 +170,7 @@ pub fn write_cache(dir: &Path, model: &Path, s: &Synth) -> Vec<Record> {
     m.teacher.config =
         serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
     m.teacher.weights_sha256 = kd_bert::checkpoint::weights_sha256(model).unwrap();
-    m.tokenizer_sha256 = kd_bert::tokenizer::sha256_file(&model.join("vocab.txt")).unwrap();
+    m.tokenizer_sha256 = kd_core::fs::sha256_file(&model.join("vocab.txt")).unwrap();
     m.epochs = s.views;
     let opts = WriterOptions {
         rows_per_shard: s.rows_per_shard,
