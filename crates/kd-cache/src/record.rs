@@ -209,6 +209,12 @@ impl Record {
             (None, Some(_)) => bad("the cache stores mlm_topk; the record has none".into()),
             (Some(_), None) => bad("the record has mlm_topk the cache does not store".into()),
             (Some(t), Some(s)) => {
+                // Rows at the masked positions, or at every token.
+                let m = if s.positions.is_masked() {
+                    m
+                } else {
+                    self.input_ids.len()
+                };
                 let k = s.k as usize;
                 let nt = s.temperatures.len();
                 if t.logits.precision() != s.logit_precision {

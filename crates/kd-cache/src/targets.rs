@@ -28,15 +28,38 @@ use crate::precision::Precision;
 /// The target names of the string syntax.
 pub const TARGET_NAMES: [&str; 5] = ["mlm-topk", "mlm-sampled", "hidden", "attention", "logits"];
 
-/// Top-k teacher logits at masked positions.
+/// Top-k teacher logits at masked positions (or at every token).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TopKSpec {
-    /// Tokens kept per masked position.
+    /// Tokens kept per position.
     pub k: u32,
     /// Temperatures with a stored log-partition, in storage order.
     pub temperatures: Vec<f32>,
     /// How the top-k logits are stored (f32, f16 or bf16).
     pub logit_precision: Precision,
+    /// Which positions have a row: the masked ones (absent in manifests: every cache before
+    /// this option) or every token of the sequence.
+    #[serde(default, skip_serializing_if = "TopKPositions::is_masked")]
+    pub positions: TopKPositions,
+}
+
+/// The positions of a sequence that have top-k rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopKPositions {
+    /// One row per masked position, in `mlm_positions` order.
+    #[default]
+    Masked,
+    /// One row per token, in sequence order (for soft targets at every token, as DistilBERT's
+    /// reference computes them by default).
+    All,
+}
+
+impl TopKPositions {
+    /// Whether rows are at masked positions only.
+    pub fn is_masked(&self) -> bool {
+        *self == TopKPositions::Masked
+    }
 }
 
 /// Tokens sampled from the teacher distribution at masked positions.
@@ -175,6 +198,7 @@ fn parse_layers(item: &Item, first: u32, num_layers: u32) -> Result<Vec<u32>> {
 fn parse_topk(item: &Item) -> Result<TopKSpec> {
     let mut k = 32;
     let mut temps: Vec<f32> = Vec::new();
+    let mut positions = TopKPositions::Masked;
     let mut last_key = "";
     for a in &item.args {
         match a.split_once('=') {
@@ -186,10 +210,22 @@ fn parse_topk(item: &Item) -> Result<TopKSpec> {
                 temps.push(parse_temp(item.name, v.trim())?);
                 last_key = "t";
             }
+            Some(("positions", v)) => {
+                positions = match v.trim() {
+                    "masked" => TopKPositions::Masked,
+                    "all" => TopKPositions::All,
+                    other => {
+                        return err(format!(
+                            "mlm-topk: positions={other} (known: positions=masked, positions=all)"
+                        ))
+                    }
+                };
+                last_key = "positions";
+            }
             None if last_key == "t" => temps.push(parse_temp(item.name, a)?),
             _ => {
                 return err(format!(
-                    "mlm-topk: unknown argument `{a}` (known: k=N, t=T)"
+                    "mlm-topk: unknown argument `{a}` (known: k=N, t=T, positions=masked|all)"
                 ))
             }
         }
@@ -210,6 +246,7 @@ fn parse_topk(item: &Item) -> Result<TopKSpec> {
         k,
         temperatures: temps,
         logit_precision,
+        positions,
     })
 }
 
@@ -380,8 +417,13 @@ impl fmt::Display for TargetSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
         if let Some(t) = &self.mlm_topk {
+            let at = if t.positions.is_masked() {
+                ""
+            } else {
+                ",positions=all"
+            };
             parts.push(format!(
-                "mlm-topk:k={},t={}@{}",
+                "mlm-topk:k={},t={}{at}@{}",
                 t.k,
                 join(&t.temperatures),
                 t.logit_precision
@@ -451,6 +493,16 @@ mod tests {
         let s = TargetSpec::parse(text, 3).unwrap();
         assert_eq!(TargetSpec::parse(&s.to_string(), 3).unwrap(), s);
         s.validate().unwrap();
+        let all = TargetSpec::parse("mlm-topk:k=8,t=1,2,positions=all@f32", 3).unwrap();
+        assert_eq!(all.mlm_topk.as_ref().unwrap().positions, TopKPositions::All);
+        assert_eq!(all.mlm_topk.as_ref().unwrap().temperatures, [1.0, 2.0]);
+        assert_eq!(TargetSpec::parse(&all.to_string(), 3).unwrap(), all);
+        // Masked rows are the default and leave the manifest as before.
+        let masked = TargetSpec::parse("mlm-topk:k=8,positions=masked", 3).unwrap();
+        assert!(masked.mlm_topk.as_ref().unwrap().positions.is_masked());
+        let json = serde_json::to_string(&masked.mlm_topk).unwrap();
+        assert!(!json.contains("positions"), "{json}");
+        assert!(TargetSpec::parse("mlm-topk:positions=some", 3).is_err());
     }
 
     #[test]

@@ -92,7 +92,37 @@ impl TopK {
         })
     }
 
-    /// Number of masked positions.
+    /// The rows `rows` of a top-k record, e.g. its masked positions out of a record that
+    /// has a row for every token; an index past the last row is an error.
+    pub fn select_rows(&self, rows: &[u32]) -> Result<TopK> {
+        let n = self.positions();
+        let k = self.logits.cols();
+        let nt = if n == 0 {
+            0
+        } else {
+            self.log_partition.len() / n
+        };
+        if let Some(&bad) = rows.iter().find(|&&r| r as usize >= n) {
+            return Err(CacheError::Invalid(format!(
+                "top-k row {bad} asked of a record with {n} rows"
+            )));
+        }
+        let values = self.logits.decode();
+        let (mut ids, mut logits, mut logz) = (Vec::new(), Vec::new(), Vec::new());
+        for &r in rows {
+            let r = r as usize;
+            ids.extend_from_slice(&self.ids[r * k..(r + 1) * k]);
+            logits.extend_from_slice(&values[r * k..(r + 1) * k]);
+            logz.extend_from_slice(&self.log_partition[r * nt..(r + 1) * nt]);
+        }
+        Ok(TopK {
+            ids,
+            logits: Quantized::encode(&logits, k, self.logits.precision())?,
+            log_partition: logz,
+        })
+    }
+
+    /// Number of rows (masked positions, or tokens when the cache has a row per token).
     pub fn positions(&self) -> usize {
         self.logits.rows()
     }

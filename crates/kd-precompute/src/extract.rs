@@ -49,7 +49,12 @@ pub fn extract_batch(
         })
         .collect();
 
-    let needs_mlm = spec.mlm_topk.is_some() || spec.mlm_sampled.is_some();
+    // Logits at the masked positions serve sampled targets and top-k rows at masked positions.
+    let needs_mlm = spec.mlm_sampled.is_some()
+        || spec
+            .mlm_topk
+            .as_ref()
+            .is_some_and(|t| t.positions.is_masked());
     let vocab = teacher.config.vocab_size;
     let mlm_rows: Vec<f32> = if needs_mlm && !batch.mlm_positions.is_empty() {
         let (pos, _) = kd_teacher::tensors::mlm_targets(batch, &device)?;
@@ -98,6 +103,20 @@ pub fn extract_batch(
             ..Record::default()
         };
         if let Some(t) = &spec.mlm_topk {
+            // A row per token takes the head over the whole sequence (one record at a time,
+            // so the [n, vocab] logits stay small).
+            let every: Vec<f32>;
+            let rows = if t.positions.is_masked() {
+                rows
+            } else {
+                let h = out.last_hidden_state().i((r, 0..n))?;
+                every = teacher
+                    .mlm_logits(&h)?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                &every
+            };
             rec.mlm_topk = Some(TopK::from_vocab_logits(
                 rows,
                 vocab,

@@ -143,7 +143,11 @@ impl<'a> CacheTask<'a> {
         };
         let mut terms: Vec<(&str, Tensor)> = Vec::with_capacity(self.losses.len());
         for (loss, name) in self.losses.iter().zip(&self.names) {
-            let needs_masks = matches!(loss.spec, LossSpec::SoftCe(_) | LossSpec::MlmCe(_));
+            let needs_masks = match &loss.spec {
+                LossSpec::SoftCe(s) => s.positions.is_masked(),
+                LossSpec::MlmCe(_) => true,
+                _ => false,
+            };
             if needs_masks && batch.mlm_positions.is_empty() {
                 continue;
             }

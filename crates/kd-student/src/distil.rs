@@ -11,10 +11,10 @@ use crate::student::{BertStudent, Student};
 use crate::{Error, Result};
 use candle_core::Device;
 use kd_bert::tokenizer::tokenizer_source;
-use kd_core::fs::sha256_file;
 use kd_bert::LoadedModel;
 use kd_cache::reader::CacheReader;
 use kd_cache::{Expectation, Manifest};
+use kd_core::fs::sha256_file;
 use kd_train::{run_training, AdamW, AdamWConfig, LoopConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -256,6 +256,7 @@ pub fn run_distil(
         .map(|t| TopKLayout {
             k: t.k as usize,
             temperatures: t.temperatures.clone(),
+            positions: t.positions,
         })
         .unwrap_or_default();
     let tok = kd_bert::tokenizer::load_tokenizer(tokenizer_dir)?;

@@ -26,6 +26,7 @@
 
 use crate::layer_map::LayerMatch;
 use crate::{Error, Result};
+use kd_cache::TopKPositions;
 use kd_distill::TailMode;
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +66,11 @@ pub struct SoftCe {
     pub tail: TailMode,
     /// `topk` or `sampled` records.
     pub source: SoftTargetSource,
+    /// Where the loss applies: the masked positions (`masked`), or every real token (`all`,
+    /// the DistilBERT reference's default; needs a cache made with
+    /// `mlm-topk:...,positions=all`).
+    #[serde(default, skip_serializing_if = "TopKPositions::is_masked")]
+    pub positions: TopKPositions,
 }
 
 impl Default for SoftCe {
@@ -75,6 +81,7 @@ impl Default for SoftCe {
             t2_scaling: true,
             tail: TailMode::RestBucket,
             source: SoftTargetSource::Topk,
+            positions: TopKPositions::Masked,
         }
     }
 }
@@ -252,6 +259,7 @@ impl From<DistilLoss> for LossList {
                 t2_scaling: d.t2_scaling,
                 tail: d.tail,
                 source: d.soft_targets,
+                positions: TopKPositions::Masked,
             }));
         }
         if d.mlm != 0.0 {

@@ -8,7 +8,9 @@ use crate::student::{StudentOutputs, Wants};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use kd_cache::{LayerSpec, Manifest, Precision, Quantized, Record, TargetSpec, TopKSpec};
+use kd_cache::{
+    LayerSpec, Manifest, Precision, Quantized, Record, TargetSpec, TopKPositions, TopKSpec,
+};
 use kd_distill::{
     attention_mse, cosine_embedding, hidden_mse, logit_mse, mlm_cross_entropy, soft_target_sampled,
     soft_target_topk, Projection, SampledTargets, SoftTargetConfig, TailMode, TopKTargets,
@@ -57,10 +59,23 @@ pub struct ResolvedLoss {
 /// The cache's top-k layout, for soft targets.
 #[derive(Debug, Clone, Default)]
 pub struct TopKLayout {
-    /// Ids per masked position.
+    /// Ids per position.
     pub k: usize,
     /// Temperatures whose log-partitions are stored.
     pub temperatures: Vec<f32>,
+    /// Whether the records have a row per masked position or per token.
+    pub positions: TopKPositions,
+}
+
+/// Replaces each record's top-k rows for every token by the rows of its masked positions
+/// (for consumers of masked-position targets reading a cache with a row per token).
+pub fn topk_at_masked_positions(records: &mut [Record]) -> Result<()> {
+    for r in records {
+        if let Some(t) = &r.mlm_topk {
+            r.mlm_topk = Some(t.select_rows(&r.mlm_positions)?);
+        }
+    }
+    Ok(())
 }
 
 /// Resolves `losses` against the student and teacher sizes: layer maps checked against both
@@ -81,6 +96,14 @@ pub fn resolve(
             continue;
         }
         let what = format!("loss entry {} ({})", i + 1, spec.kind());
+        if let LossSpec::SoftCe(s) = spec {
+            if s.source == SoftTargetSource::Sampled && !s.positions.is_masked() {
+                return Err(Error::Config(format!(
+                    "{what}: sampled soft targets exist at masked positions only; use \
+                     source = \"topk\" for positions = \"all\""
+                )));
+            }
+        }
         let (pairs, layer) = match spec {
             LossSpec::HiddenCos(l) | LossSpec::HiddenMse(l) => (
                 l.layers().pairs(student.layers, teacher.layers, 0, &what)?,
@@ -161,6 +184,7 @@ pub fn wants(losses: &[ResolvedLoss]) -> Wants {
     let mut w = Wants::default();
     for l in losses {
         match &l.spec {
+            LossSpec::SoftCe(s) if !s.positions.is_masked() => w.mlm_logits_all = true,
             LossSpec::SoftCe(_) | LossSpec::MlmCe(_) => w.mlm_logits = true,
             LossSpec::HardCe(_) | LossSpec::LogitMse(_) => w.class_logits = true,
             LossSpec::AttentionMse(_) => w.attention.extend(l.pairs.iter().map(|p| p.0)),
@@ -189,6 +213,7 @@ pub fn needed_targets(losses: &[ResolvedLoss]) -> TargetSpec {
                         vec![s.temperature]
                     },
                     logit_precision: Precision::F16,
+                    positions: s.positions,
                 })
             }
             LossSpec::SoftCe(s) => {
@@ -236,6 +261,12 @@ pub struct TermInputs<'a> {
 pub fn term(loss: &ResolvedLoss, out: &StudentOutputs, inp: &TermInputs) -> Result<Tensor> {
     let dev = inp.device;
     match &loss.spec {
+        LossSpec::SoftCe(s) if !s.positions.is_masked() => {
+            let logits = out.mlm_logits_all.as_ref().ok_or_else(|| {
+                Error::Config("the student returned no logits at every token".into())
+            })?;
+            soft_ce(s, logits, inp)
+        }
         LossSpec::SoftCe(s) => soft_ce(s, mlm_logits(out)?, inp),
         LossSpec::MlmCe(_) => {
             let labels = &inp.batch.mlm_labels;
@@ -313,11 +344,20 @@ fn soft_ce(s: &SoftCe, logits: &Tensor, inp: &TermInputs) -> Result<Tensor> {
         return Ok(soft_target_sampled(logits, &t, &cfg)?);
     }
     let (mut ids, mut values, mut logz) = (Vec::new(), Vec::new(), Vec::new());
+    // A cache with a row per token serves the masked positions' rows to a masked loss.
+    let select = s.positions.is_masked() && !inp.topk.positions.is_masked();
     for rec in inp.records {
         let t = rec
             .mlm_topk
             .as_ref()
             .ok_or_else(|| Error::Config(format!("record {} has no top-k targets", rec.seq_id)))?;
+        let picked;
+        let t = if select {
+            picked = t.select_rows(&rec.mlm_positions)?;
+            &picked
+        } else {
+            t
+        };
         ids.extend_from_slice(&t.ids);
         values.extend(t.logits.decode());
         logz.extend_from_slice(&t.log_partition);

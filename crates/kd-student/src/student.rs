@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 pub struct Wants {
     /// Vocabulary logits at the batch's masked positions.
     pub mlm_logits: bool,
+    /// Vocabulary logits at every real token.
+    pub mlm_logits_all: bool,
     /// Class logits, one row per sequence.
     pub class_logits: bool,
     /// Hidden states by layer (0 = embedding output).
@@ -29,6 +31,8 @@ pub struct Wants {
 pub struct StudentOutputs {
     /// `[N, V]` at the masked positions, in batch order.
     pub mlm_logits: Option<Tensor>,
+    /// `[R, V]` at every real token, row by row in batch order.
+    pub mlm_logits_all: Option<Tensor>,
     /// `[B, C]`.
     pub class_logits: Option<Tensor>,
     /// `[B, L, H]` by layer.
@@ -101,6 +105,7 @@ impl Student for BertStudent {
         let out = model.encode(&input, &attention, ctx)?;
         let mut outputs = StudentOutputs {
             mlm_logits: None,
+            mlm_logits_all: None,
             class_logits: None,
             hidden: BTreeMap::new(),
             attention_scores: BTreeMap::new(),
@@ -110,6 +115,14 @@ impl Student for BertStudent {
             let pos = Tensor::from_slice(&batch.mlm_positions, n_mask, dev)?;
             let h = gather_positions(out.last_hidden_state(), &pos)?;
             outputs.mlm_logits = Some(model.mlm_logits(&h)?);
+        }
+        if wants.mlm_logits_all {
+            let real: Vec<u32> = (0..batch.attention_mask.len() as u32)
+                .filter(|&i| batch.attention_mask[i as usize] != 0)
+                .collect();
+            let n = real.len();
+            let h = gather_positions(out.last_hidden_state(), &Tensor::from_vec(real, n, dev)?)?;
+            outputs.mlm_logits_all = Some(model.mlm_logits(&h)?);
         }
         if wants.class_logits {
             outputs.class_logits = Some(model.classify(&out, ctx)?);

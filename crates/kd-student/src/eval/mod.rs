@@ -30,11 +30,11 @@ use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use kd_bert::model::gather_positions;
 use kd_bert::tokenizer::tokenizer_source;
-use kd_core::fs::sha256_file;
 use kd_bert::{
     load_model, Architecture, Bert, BertConfig, BertInput, ForwardCtx, LoadOptions, LoadedModel,
 };
 use kd_cache::{CacheReader, Expectation, Record, TargetSpec};
+use kd_core::fs::sha256_file;
 use metrics::Totals;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -203,8 +203,11 @@ pub fn evaluate_student(
     let mut tot = Totals::default();
     let mut records = reader.iter().take(opts.max_records.unwrap_or(usize::MAX));
     for batch in 0.. {
-        let chunk: Vec<Record> = (records.by_ref().take(opts.batch_size.max(1)))
+        let mut chunk: Vec<Record> = (records.by_ref().take(opts.batch_size.max(1)))
             .collect::<std::result::Result<_, _>>()?;
+        if topk_spec.as_ref().is_some_and(|t| !t.positions.is_masked()) {
+            crate::loss_terms::topk_at_masked_positions(&mut chunk)?;
+        }
         if chunk.is_empty() {
             break;
         }

@@ -151,6 +151,7 @@ pub fn spec(s: &Synth) -> TargetSpec {
             k: *k,
             temperatures: temps.clone(),
             logit_precision: Precision::F16,
+            positions: Default::default(),
         }),
         mlm_sampled: s
             .sampled
