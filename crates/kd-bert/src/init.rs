@@ -2,10 +2,10 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarMap;
+use kd_core::rng::SeedHash;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
-use sha2::{Digest, Sha256};
 
 /// Standard deviation of BERT's normal weight init.
 pub const INIT_STD: f64 = 0.02;
@@ -13,11 +13,10 @@ pub const INIT_STD: f64 = 0.02;
 /// The RNG seed for one parameter: a hash of the run seed and the parameter's name, so a
 /// parameter's initial value does not depend on which other parameters exist.
 pub fn param_seed(seed: u64, name: &str) -> u64 {
-    let mut h = Sha256::new();
-    h.update(seed.to_le_bytes());
-    h.update(name.as_bytes());
-    let d = h.finalize();
-    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+    SeedHash::default()
+        .u64(seed)
+        .bytes(name.as_bytes())
+        .seed_u64()
 }
 
 /// Re-initialises the named variables of `varmap` as BERT does: LayerNorm weights 1, biases 0,

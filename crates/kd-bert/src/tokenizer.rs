@@ -100,4 +100,3 @@ fn lowercase_setting(dir: &Path) -> Result<bool> {
         }),
     }
 }
-

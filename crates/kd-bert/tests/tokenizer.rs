@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use kd_bert::tokenizer::{load_tokenizer, tokenizer_source};
-use kd_core::fs::sha256_file;
 use kd_bert::Error;
+use kd_core::fs::sha256_file;
 use serde_json::Value;
 use std::path::Path;
 use tokenizers::{EncodeInput, Tokenizer};
@@ -281,7 +281,9 @@ fn sha256_of_files() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
     let missing = tmp.path().join("missing.bin");
-    let err = expect_err("missing file", || sha256_file(&missing).map_err(Error::from));
+    let err = expect_err("missing file", || {
+        sha256_file(&missing).map_err(Error::from)
+    });
     assert!(
         matches!(&err, Error::Io { path, .. } if path == &missing),
         "{err:?}"

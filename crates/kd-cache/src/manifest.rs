@@ -5,8 +5,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{CacheError, Result};
-use kd_core::fs::{sha256_file, write_atomic};
 use crate::targets::TargetSpec;
+use kd_core::fs::{sha256_file, write_atomic};
 
 /// The schema this crate writes and reads.
 pub const SCHEMA_VERSION: &str = "kd-cache/1";

@@ -5,8 +5,8 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{CacheError, Result};
-use kd_core::fs::{sha256_file, HashingWriter, TmpFile};
 use crate::manifest::{Manifest, ShardInfo, MANIFEST_FILE, SCHEMA_VERSION};
+use kd_core::fs::{sha256_file, HashingWriter, TmpFile};
 
 /// How shard files get into the merged cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,7 +26,6 @@ use parquet::schema::types::ColumnPath;
 use sha2::Digest;
 
 use crate::error::{CacheError, Result};
-use kd_core::fs::TmpFile;
 use crate::manifest::{ShardInfo, SCHEMA_VERSION};
 use crate::mmap_shard::file_name;
 use crate::parquet_checksums::{chunk_range, patch_footer, ChecksumSink, Checksums, KEY};
@@ -34,6 +33,7 @@ use crate::precision::Precision;
 use crate::quant::Quantized;
 use crate::record::{Label, Record};
 use crate::targets::TargetSpec;
+use kd_core::fs::TmpFile;
 
 /// Column of the hidden state of `layer`.
 pub fn hidden_column(layer: u32) -> String {

@@ -4,9 +4,9 @@ use std::fmt;
 use std::path::Path;
 
 use crate::error::{CacheError, Result};
-use kd_core::fs::sha256_file;
 use crate::manifest::{Manifest, ShardInfo, SCHEMA_VERSION};
 use crate::reader::Shard;
+use kd_core::fs::sha256_file;
 
 /// What was checked in one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]

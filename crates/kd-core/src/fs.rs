@@ -57,7 +57,9 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 
 /// Flushes a file's data and metadata to disk.
 pub fn sync_file(path: &Path) -> Result<()> {
-    File::open(path).and_then(|f| f.sync_all()).map_err(at(path))
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(at(path))
 }
 
 /// Flushes a folder's entry list to disk, so renames into it are durable. Where folders cannot

@@ -49,6 +49,10 @@ fn seed_hash_is_the_digest_of_the_concatenation() {
     h.update(b"tag\0what");
     h.update(3u64.to_le_bytes());
     let want = ChaCha8Rng::from_seed(h.finalize().into()).next_u64();
-    let got = SeedHash::tagged(b"tag\0").bytes(b"what").u64(3).rng().next_u64();
+    let got = SeedHash::tagged(b"tag\0")
+        .bytes(b"what")
+        .u64(3)
+        .rng()
+        .next_u64();
     assert_eq!(got, want);
 }

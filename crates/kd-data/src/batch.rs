@@ -1,13 +1,11 @@
 //! Batching: padding to the longest sequence, attention masks, token types,
 //! MLM label positions, and length-grouped batch order.
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
+use kd_core::rng::{below_by_modulo, shuffle_with, SeedHash};
 
 use crate::encode::EncodedExample;
 use crate::error::{DataError, Result};
-use crate::masking::{uniform_below, MaskedSequence};
+use crate::masking::MaskedSequence;
 use crate::packing::PackedSequence;
 use crate::task::Label;
 
@@ -187,18 +185,11 @@ impl Default for GroupConfig {
 /// Domain tag of the batch-order generator, see [`length_grouped_batches`].
 pub const BATCH_RNG_TAG: &[u8] = b"kd-data/batches/v1\0";
 
-fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
-    for i in (1..v.len()).rev() {
-        let j = uniform_below(rng, i as u64 + 1) as usize;
-        v.swap(i, j);
-    }
-}
-
 /// Splits indices `0..lengths.len()` into batches of similar length.
 ///
 /// With `ChaCha8Rng::from_seed(SHA-256(BATCH_RNG_TAG || seed || epoch))`
 /// (little-endian `u64`s): shuffle all indices (Fisher–Yates from the end,
-/// `j = uniform_below(i + 1)`), cut the order into windows of
+/// `j = below_by_modulo(i + 1)` of [`kd_core::rng`]), cut the order into windows of
 /// `batch_size * window_batches`, sort each window by length (stable), cut it
 /// into batches of `batch_size`, then shuffle the list of batches the same way.
 /// Every index appears exactly once; only the last window's last batch can be
@@ -214,19 +205,15 @@ pub fn length_grouped_batches(
             "batch_size and window_batches must be positive".into(),
         ));
     }
-    let mut h = Sha256::new();
-    h.update(BATCH_RNG_TAG);
-    h.update(seed.to_le_bytes());
-    h.update(epoch.to_le_bytes());
-    let mut rng = ChaCha8Rng::from_seed(h.finalize().into());
+    let mut rng = SeedHash::tagged(BATCH_RNG_TAG).u64(seed).u64(epoch).rng();
     let mut order: Vec<usize> = (0..lengths.len()).collect();
-    shuffle(&mut order, &mut rng);
+    shuffle_with(&mut order, &mut rng, below_by_modulo);
     let window = config.batch_size.saturating_mul(config.window_batches);
     let mut batches = Vec::with_capacity(lengths.len().div_ceil(config.batch_size));
     for w in order.chunks_mut(window) {
         w.sort_by_key(|&i| lengths[i]);
         batches.extend(w.chunks(config.batch_size).map(<[usize]>::to_vec));
     }
-    shuffle(&mut batches, &mut rng);
+    shuffle_with(&mut batches, &mut rng, below_by_modulo);
     Ok(batches)
 }

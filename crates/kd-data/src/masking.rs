@@ -23,9 +23,9 @@
 
 use std::path::Path;
 
-use rand::{RngCore, SeedableRng};
+use kd_core::rng::{below_by_modulo, SeedHash};
+use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 
 use crate::error::{DataError, Result};
 use crate::packing::PackedSequence;
@@ -228,29 +228,16 @@ impl TokenCounts {
 
 /// The generator for (seed, epoch, sequence id); see the module doc.
 pub fn mask_rng(seed: u64, epoch: u64, seq_id: u64) -> ChaCha8Rng {
-    let mut h = Sha256::new();
-    h.update(MASK_RNG_TAG);
-    h.update(seed.to_le_bytes());
-    h.update(epoch.to_le_bytes());
-    h.update(seq_id.to_le_bytes());
-    ChaCha8Rng::from_seed(h.finalize().into())
+    SeedHash::tagged(MASK_RNG_TAG)
+        .u64(seed)
+        .u64(epoch)
+        .u64(seq_id)
+        .rng()
 }
 
 /// A unit float in (0, 1) from one `next_u64`.
 pub fn unit_f64(rng: &mut impl RngCore) -> f64 {
     ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
-}
-
-/// A uniform integer in `0..n` (`n > 0`) by rejection from `next_u64`.
-pub fn uniform_below(rng: &mut impl RngCore, n: u64) -> u64 {
-    let n = n.max(1);
-    let zone = u64::MAX / n * n;
-    loop {
-        let x = rng.next_u64();
-        if x < zone {
-            return x % n;
-        }
-    }
 }
 
 /// Applies MLM masking.
@@ -352,7 +339,7 @@ impl Masker {
             } else if u < keep_edge {
                 MaskAction::Keep
             } else {
-                out.input_ids[i] = uniform_below(rng, u64::from(self.vocab_size)) as u32;
+                out.input_ids[i] = below_by_modulo(rng, u64::from(self.vocab_size)) as u32;
                 MaskAction::Random
             };
             out.positions.push(i as u32);

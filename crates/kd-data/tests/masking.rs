@@ -3,7 +3,8 @@
 mod common;
 
 use common::{encoder, id};
-use kd_data::masking::{uniform_below, unit_f64, MASK_RNG_TAG};
+use kd_core::rng::below_by_modulo;
+use kd_data::masking::{unit_f64, MASK_RNG_TAG};
 use kd_data::{mask_rng, MaskAction, MaskConfig, Masker, PackedSequence, TokenCounts};
 use rand::RngCore;
 
@@ -291,6 +292,6 @@ fn helpers_are_in_range() {
     for _ in 0..10_000 {
         let u = unit_f64(&mut r);
         assert!(u > 0.0 && u < 1.0);
-        assert!(uniform_below(&mut r, 7) < 7);
+        assert!(below_by_modulo(&mut r, 7) < 7);
     }
 }

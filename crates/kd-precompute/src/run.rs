@@ -13,13 +13,13 @@ use crate::sources::{Sequence, SourceConfig};
 use crate::{Error, Result};
 use candle_core::Device;
 use kd_bert::tokenizer::{load_tokenizer, tokenizer_source};
-use kd_core::fs::{sha256_file, sha256_hex};
 use kd_bert::{load_model, Architecture, BertConfig, LoadOptions};
 use kd_cache::writer::{ShardWriter, WriterOptions};
 use kd_cache::{
     Backend, CorpusFile, FileRef, Manifest, MaskingParams, Part, Record, ShardInfo, TargetSpec,
     TeacherInfo,
 };
+use kd_core::fs::{sha256_file, sha256_hex};
 use kd_data::{collate, BatchItem, MaskConfig, Masker, TextEncoder, TokenCounts};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};

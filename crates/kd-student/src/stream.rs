@@ -5,9 +5,8 @@
 use crate::{Error, Result};
 use kd_cache::reader::CacheReader;
 use kd_cache::Record;
-use rand::{Rng, SeedableRng};
+use kd_core::rng::{below_by_canon, shuffle_with, SeedHash};
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
@@ -51,20 +50,19 @@ pub struct CachePlan {
     cache_epochs: u32,
 }
 
+/// The stream of `what` (`shards`, `batches`) for (seed, epoch).
 fn rng_for(seed: u64, epoch: u64, what: &[u8]) -> ChaCha8Rng {
-    let mut h = Sha256::new();
-    h.update(b"kd-student/stream/v1\0");
-    h.update(what);
-    h.update(seed.to_le_bytes());
-    h.update(epoch.to_le_bytes());
-    ChaCha8Rng::from_seed(h.finalize().into())
+    SeedHash::tagged(b"kd-student/stream/v1\0")
+        .bytes(what)
+        .u64(seed)
+        .u64(epoch)
+        .rng()
 }
 
+/// The order's shuffle: Fisher–Yates with Canon's draws, which caches' training orders were
+/// written with (see [`below_by_canon`]).
 fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
-    for i in (1..v.len()).rev() {
-        let j = rng.random_range(0..=i);
-        v.swap(i, j);
-    }
+    shuffle_with(v, rng, below_by_canon);
 }
 
 impl CachePlan {

@@ -356,5 +356,8 @@ fn is_frozen(name: &str, frozen_layers: usize) -> bool {
 /// Writes `report.json` atomically.
 pub(crate) fn write_report(out: &std::path::Path, report: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(report).expect("report serialises");
-    Ok(kd_core::fs::write_atomic(&out.join("report.json"), text.as_bytes())?)
+    Ok(kd_core::fs::write_atomic(
+        &out.join("report.json"),
+        text.as_bytes(),
+    )?)
 }

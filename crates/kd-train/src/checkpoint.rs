@@ -23,11 +23,11 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use kd_core::fs::{replace_dir, sync_dir, sync_file, write_atomic, write_synced};
 use crate::loop_state::TrainState;
 use crate::optim::AdamW;
 use crate::params;
 use crate::schedule::Schedule;
+use kd_core::fs::{replace_dir, sync_dir, sync_file, write_atomic, write_synced};
 
 /// Weights file inside a checkpoint.
 pub const WEIGHTS_FILE: &str = "model.safetensors";

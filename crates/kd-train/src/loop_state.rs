@@ -13,6 +13,7 @@
 //! accumulated gradients).
 
 use candle_core::{DType, Device, Shape, Tensor};
+use kd_core::rng::{below_by_multiply, shuffle_with};
 use rand::RngCore;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -111,23 +112,8 @@ pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(epoch.wrapping_add(1).max(1));
     let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = uniform_below(&mut rng, i as u64 + 1) as usize;
-        order.swap(i, j);
-    }
+    shuffle_with(&mut order, &mut rng, below_by_multiply);
     order
-}
-
-/// Unbiased integer in `0..bound` (Lemire's multiply-and-reject).
-fn uniform_below(rng: &mut ChaCha8Rng, bound: u64) -> u64 {
-    let threshold = bound.wrapping_neg() % bound;
-    loop {
-        let x = rng.next_u64();
-        let m = (x as u128) * (bound as u128);
-        if (m as u64) >= threshold {
-            return (m >> 64) as u64;
-        }
-    }
 }
 
 /// Inverted-dropout mask drawn from `rng`: each element is `1 / (1 - p)` with

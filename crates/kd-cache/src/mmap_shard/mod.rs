@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::codec::{decode_record, peek_epoch_and_len};
 use crate::error::{CacheError, Result};
-use kd_core::fs::{describe_read_error, read_exact_at};
 use crate::record::Record;
+use kd_core::fs::{describe_read_error, read_exact_at};
 
 pub use writer::{file_name, MmapShardWriter};
 

@@ -10,9 +10,9 @@ use super::{
 };
 use crate::codec::encode_record;
 use crate::error::{CacheError, Result};
-use kd_core::fs::{HashingWriter, TmpFile};
 use crate::manifest::ShardInfo;
 use crate::record::Record;
+use kd_core::fs::{HashingWriter, TmpFile};
 
 /// Writes one mmap shard to `name.tmp`, renamed into place by
 /// [`finish`](Self::finish); dropped unfinished or after an error, it removes

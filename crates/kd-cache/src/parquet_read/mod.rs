@@ -29,7 +29,6 @@ use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::reader::ChunkReader;
 
 use crate::error::{CacheError, Result};
-use kd_core::fs::{describe_read_error, read_exact_at, sha256_of_open_file};
 use crate::parquet_checksums::{
     check_entry, check_footer_crc, read_checked, Checksums, FileChunks,
 };
@@ -37,6 +36,7 @@ use crate::record::Record;
 use crate::targets::TargetSpec;
 use decode::{column, decode_row};
 use guard::guarded;
+use kd_core::fs::{describe_read_error, read_exact_at, sha256_of_open_file};
 
 /// Rows decoded per batch while streaming.
 const BATCH_ROWS: usize = 64;
