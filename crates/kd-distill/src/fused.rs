@@ -8,27 +8,10 @@
 
 use std::sync::Arc;
 
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Whether the fused kernels apply to the (working-dtype) student tensor `x`.
-pub(crate) fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
-}
-
-fn f32_input<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    match s {
-        CpuStorage::F32(v) => l.contiguous_offsets().map(|(a, b)| &v[a..b]),
-        _ => None,
-    }
-    .ok_or_else(|| candle_core::Error::Msg(format!("{op}: expected a contiguous f32 tensor")))
-}
-
-fn cols(l: &Layout) -> usize {
-    l.dims().last().copied().unwrap_or(1).max(1)
-}
+use kd_kernels::cpu::{f32_input, f32_inputs, row_len};
 
 /// Fills `e` with `exp(x·inv_t − m)` and returns `(m, Σ e, Σ_{v∉S} e)` (the last only when
 /// `outside` marks the complement `S`), with `m = max(x)·inv_t`.
@@ -105,7 +88,7 @@ impl CustomOp1 for SparseCe {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_input(s, l, self.name())?;
-        let v = cols(l);
+        let v = row_len(l);
         let n = x.len() / v;
         let it = self.inv_t;
         let out: Vec<f32> = x
@@ -168,9 +151,8 @@ impl CustomOp2 for SparseCeGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_input(s1, l1, self.name())?;
-        let g = f32_input(s2, l2, self.name())?;
-        let v = cols(l1);
+        let [x, g] = f32_inputs([(s1, l1), (s2, l2)], self.name())?;
+        let v = row_len(l1);
         let it = self.inv_t;
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(v)
@@ -237,9 +219,8 @@ impl CustomOp2 for DenseKl {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_input(s1, l1, self.name())?;
-        let t = f32_input(s2, l2, self.name())?;
-        let v = cols(l1);
+        let [x, t] = f32_inputs([(s1, l1), (s2, l2)], self.name())?;
+        let v = row_len(l1);
         let it = self.inv_t;
         let out: Vec<f32> = x
             .par_chunks(v)
@@ -303,10 +284,8 @@ impl CustomOp3 for DenseKlGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_input(s1, l1, self.name())?;
-        let t = f32_input(s2, l2, self.name())?;
-        let g = f32_input(s3, l3, self.name())?;
-        let v = cols(l1);
+        let [x, t, g] = f32_inputs([(s1, l1), (s2, l2), (s3, l3)], self.name())?;
+        let v = row_len(l1);
         let it = self.inv_t;
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(v)

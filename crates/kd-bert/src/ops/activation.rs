@@ -1,8 +1,8 @@
 //! Feed-forward activations with fused CPU forward and backward.
 
-use super::{f32_input, fused_ok};
 use crate::config::Activation;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use kd_kernels::cpu::{f32_input, f32_inputs, fast_path};
 use rayon::prelude::*;
 
 /// Applies the configured activation.
@@ -16,7 +16,7 @@ pub fn activate(xs: &Tensor, act: Activation) -> Result<Tensor> {
 
 /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`.
 pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
-    if fused_ok(xs) {
+    if fast_path(xs) {
         xs.contiguous()?.apply_op1(Gelu(Kind::Erf))
     } else {
         xs.gelu_erf()
@@ -25,7 +25,7 @@ pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
 
 /// Tanh-approximated GELU (`gelu_new`).
 pub fn gelu_tanh(xs: &Tensor) -> Result<Tensor> {
-    if fused_ok(xs) {
+    if fast_path(xs) {
         xs.contiguous()?.apply_op1(Gelu(Kind::Tanh))
     } else {
         xs.gelu()
@@ -119,8 +119,7 @@ impl CustomOp2 for GeluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_input(s1, l1, self.name())?;
-        let g = f32_input(s2, l2, self.name())?;
+        let [x, g] = f32_inputs([(s1, l1), (s2, l2)], self.name())?;
         let kind = self.0;
         let dst: Vec<f32> = x
             .par_iter()

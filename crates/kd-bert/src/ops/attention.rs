@@ -6,10 +6,10 @@
 //! for the scores, the masked softmax and dropout in place, and a GEMM for the context, keeping
 //! only the probabilities for the backward pass, which is five GEMMs per head.
 
-use super::f32_input;
 use super::softmax::{softmax_grad_in_place, softmax_in_place};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::{gemm, Parallelism};
+use kd_kernels::cpu::{f32_input, fast_path};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
@@ -59,7 +59,7 @@ pub fn attention(
 
 /// Whether the fused path applies to these inputs.
 pub fn fits(q: &Tensor, mask: &Tensor) -> bool {
-    super::fused_ok(q) && super::fused_ok(mask)
+    fast_path(q) && fast_path(mask)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -4,15 +4,15 @@
 //! transpose for keys): three to five graph nodes, each with its own zeroed gradient buffer in
 //! candle's backward. The fused op is one strided copy forward and its inverse backward.
 
-use super::{f32_input, fused_ok};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use kd_kernels::cpu::{f32_input, fast_path};
 use rayon::prelude::*;
 
 /// `[B, L, H]` -> `[B, heads, L, H / heads]`, times `scale`.
 pub fn split_heads(xs: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
     let (b, l, h) = xs.dims3()?;
     let d = h / heads.max(1);
-    if fused_ok(xs) {
+    if fast_path(xs) {
         let op = Permute4::new([b, l, heads, d], [0, 2, 1, 3], scale as f32);
         return xs.contiguous()?.apply_op1(op);
     }
@@ -31,7 +31,7 @@ pub fn split_heads(xs: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
 pub fn split_heads_transposed(xs: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, l, h) = xs.dims3()?;
     let d = h / heads.max(1);
-    if fused_ok(xs) {
+    if fast_path(xs) {
         let op = Permute4::new([b, l, heads, d], [0, 2, 3, 1], 1.0);
         return xs.contiguous()?.apply_op1(op);
     }
@@ -43,7 +43,7 @@ pub fn split_heads_transposed(xs: &Tensor, heads: usize) -> Result<Tensor> {
 /// `[B, heads, L, d]` -> `[B, L, heads * d]`.
 pub fn merge_heads(xs: &Tensor) -> Result<Tensor> {
     let (b, heads, l, d) = xs.dims4()?;
-    if fused_ok(xs) {
+    if fast_path(xs) {
         let op = Permute4::new([b, heads, l, d], [0, 2, 1, 3], 1.0);
         return xs.contiguous()?.apply_op1(op)?.reshape((b, l, heads * d));
     }

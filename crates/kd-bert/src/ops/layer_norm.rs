@@ -1,13 +1,13 @@
 //! LayerNorm over the last dimension with a fused forward and backward.
 
-use super::{f32_input, fused_ok};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
+use kd_kernels::cpu::{f32_inputs, fast_path};
 use rayon::prelude::*;
 
 /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension; differentiable in
 /// all three arguments on every device.
 pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    if fused_ok(xs) && fused_ok(weight) && fused_ok(bias) {
+    if fast_path(xs) && fast_path(weight) && fast_path(bias) {
         xs.contiguous()?.apply_op3(
             &weight.contiguous()?,
             &bias.contiguous()?,
@@ -52,9 +52,7 @@ impl CustomOp3 for LayerNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_input(s1, l1, self.name())?;
-        let w = f32_input(s2, l2, self.name())?;
-        let b = f32_input(s3, l3, self.name())?;
+        let [x, w, b] = f32_inputs([(s1, l1), (s2, l2), (s3, l3)], self.name())?;
         let n = w.len();
         if n == 0 || x.len() % n != 0 || b.len() != n {
             candle_core::bail!(
@@ -118,9 +116,7 @@ impl CustomOp3 for LayerNormGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_input(s1, l1, self.name())?;
-        let w = f32_input(s2, l2, self.name())?;
-        let g = f32_input(s3, l3, self.name())?;
+        let [x, w, g] = f32_inputs([(s1, l1), (s2, l2), (s3, l3)], self.name())?;
         let n = w.len();
         let rows = x.len() / n;
         let mut out = vec![0f32; (rows + 2) * n];

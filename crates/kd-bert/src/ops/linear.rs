@@ -6,15 +6,15 @@
 //! strided reduction. The fused node does one GEMM (and an in-place bias add) forward and three
 //! GEMMs backward.
 
-use super::fused_ok;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use kd_kernels::cpu::fast_path;
 use rayon::prelude::*;
 
 /// `xs W^T + b` over the last dimension of `xs` (`[..., in]` -> `[..., out]`); `weight` is
 /// `[out, in]` and `bias` `[out]`. Differentiable on every device, fused on CPU `f32`.
 pub fn linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    if fused_ok(xs) && fused_ok(weight) && fused_ok(bias) {
+    if fast_path(xs) && fast_path(weight) && fast_path(bias) {
         return xs
             .contiguous()?
             .apply_op3(&weight.contiguous()?, &bias.contiguous()?, FusedLinear);
@@ -68,7 +68,7 @@ impl CustomOp3 for FusedLinear {
         let lhs = Layout::contiguous_with_offset((rows, in_dim), l1.start_offset());
         let rhs = l2.transpose(0, 1)?;
         let mut y = s1.matmul(s2, (1, rows, out_dim, in_dim), &lhs, &rhs)?;
-        let bias = super::f32_input(s3, l3, self.name())?;
+        let bias = kd_kernels::cpu::f32_input(s3, l3, self.name())?;
         match &mut y {
             CpuStorage::F32(v) if out_dim > 0 => {
                 v.par_chunks_mut(out_dim).for_each(|row| {

@@ -1,12 +1,12 @@
 //! Softmax over the last dimension with a fused forward and backward.
 
-use super::{f32_input, fused_ok};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
+use kd_kernels::cpu::{f32_input, f32_inputs, fast_path};
 use rayon::prelude::*;
 
 /// Softmax over the last dimension; differentiable on every device.
 pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
-    if fused_ok(xs) {
+    if fast_path(xs) {
         xs.contiguous()?.apply_op1(SoftmaxLastDim)
     } else {
         candle_nn::ops::softmax(xs, D::Minus1)
@@ -18,7 +18,7 @@ pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
 /// flows to `scores` only (the mask is an input, not a parameter).
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let (b, _, _, lk) = scores.dims4()?;
-    if fused_ok(scores) && fused_ok(mask) && mask.dims() == [b, 1, 1, lk] {
+    if fast_path(scores) && fast_path(mask) && mask.dims() == [b, 1, 1, lk] {
         scores
             .contiguous()?
             .apply_op2(&mask.contiguous()?, MaskedSoftmax)
@@ -74,8 +74,7 @@ impl CustomOp2 for MaskedSoftmax {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let src = f32_input(s1, l1, self.name())?;
-        let mask = f32_input(s2, l2, self.name())?;
+        let [src, mask] = f32_inputs([(s1, l1), (s2, l2)], self.name())?;
         let dims = l1.dims();
         let n = dims[dims.len() - 1].max(1);
         let per = dims[1] * dims[2];
@@ -136,8 +135,7 @@ impl CustomOp2 for SoftmaxGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let y = f32_input(s1, l1, self.name())?;
-        let g = f32_input(s2, l2, self.name())?;
+        let [y, g] = f32_inputs([(s1, l1), (s2, l2)], self.name())?;
         let n = l1.dims().last().copied().unwrap_or(1).max(1);
         let mut dst = g.to_vec();
         dst.par_chunks_mut(n)

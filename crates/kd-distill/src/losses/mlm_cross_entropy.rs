@@ -48,7 +48,7 @@ pub fn mlm_cross_entropy(student_logits: &Tensor, labels: &Tensor) -> Result<Ten
         return check::zero_loss(student_logits, dtype);
     }
     let x = student_logits.to_dtype(dtype)?;
-    if fused::applies(&x) {
+    if kd_kernels::cpu::fast_path(&x) {
         let targets = SparseTargets {
             width: 1,
             weights: vec![1.0; n],

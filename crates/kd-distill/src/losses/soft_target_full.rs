@@ -58,7 +58,7 @@ pub fn soft_target_full(
         LOSS,
         "teacher logits",
     )?;
-    let kl = if fused::applies(&x) {
+    let kl = if kd_kernels::cpu::fast_path(&x) {
         fused::dense_kl_rows(&x, &t, inv_t)?.sum_all()?
     } else {
         let log_q = log_softmax_last_dim(&x.affine(inv_t, 0.0)?)?;

@@ -54,7 +54,7 @@ pub fn soft_target_sampled(
     }
     let x = student_logits.to_dtype(dtype)?;
     let inv_t = 1.0 / cfg.temperature;
-    let ce = if fused::applies(&x) {
+    let ce = if kd_kernels::cpu::fast_path(&x) {
         fused::sparse_soft_ce_rows(&x, inv_t, targets.host.clone())?.sum_all()?
     } else {
         let device = x.device();

@@ -85,7 +85,7 @@ pub fn soft_target_topk(
         return check::zero_loss(student_logits, dtype);
     }
     let x = student_logits.to_dtype(dtype)?;
-    if tail == TailMode::RestBucket && fused::applies(&x) {
+    if tail == TailMode::RestBucket && kd_kernels::cpu::fast_path(&x) {
         let targets = teacher.rest_bucket_targets(k < v);
         let kl = fused::sparse_soft_ce_rows(&x, 1.0 / t, Arc::new(targets))?.sum_all()?;
         return Ok(kl.affine(cfg.scale() / n as f64, 0.0)?);
