@@ -82,7 +82,7 @@ fn bare_forward(teacher: &Path) -> anyhow::Result<f64> {
             .collect();
         let batch = kd_data::collate(&items, 0)?;
         tokens += batch.num_tokens();
-        let input = kd_teacher::tensors::bert_input(&batch, &Device::Cpu)?;
+        let input = kd_bert::BertInput::from_batch(&batch, &Device::Cpu)?;
         let out = model.encode(&input, &[], &mut ForwardCtx::eval())?;
         // The teacher's own work for MLM targets: the head at ~15% of the positions.
         let n = batch.batch_size * batch.seq_len;

@@ -15,7 +15,7 @@ mod run;
 mod train;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use clap::{Args, Subcommand};
 use kd_bert::{Bert, BertInput, LoadedModel};
 use std::path::Path;
@@ -131,20 +131,18 @@ pub(crate) fn pad_batch(
     pad_id: u32,
     device: &Device,
 ) -> Result<BertInput> {
-    let b = encodings.len();
-    let l = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
-    let mut ids = vec![pad_id; b * l];
-    let mut types = vec![0u32; b * l];
-    let mut mask = vec![0u32; b * l];
-    for (row, e) in encodings.iter().enumerate() {
-        let n = e.len();
-        ids[row * l..row * l + n].copy_from_slice(e.get_ids());
-        types[row * l..row * l + n].copy_from_slice(e.get_type_ids());
-        mask[row * l..row * l + n].fill(1);
-    }
-    Ok(BertInput {
-        input_ids: Tensor::from_vec(ids, (b, l), device)?,
-        token_type_ids: Some(Tensor::from_vec(types, (b, l), device)?),
-        attention_mask: Some(Tensor::from_vec(mask, (b, l), device)?),
-    })
+    let items: Vec<kd_data::BatchItem> = encodings
+        .iter()
+        .enumerate()
+        .map(|(i, e)| kd_data::BatchItem {
+            id: i as u64,
+            input_ids: e.get_ids(),
+            token_type_ids: Some(e.get_type_ids()),
+            mlm_positions: &[],
+            mlm_labels: &[],
+            label: None,
+        })
+        .collect();
+    let batch = kd_data::collate(&items, pad_id)?;
+    Ok(BertInput::from_batch(&batch, device)?)
 }

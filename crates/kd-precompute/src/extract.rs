@@ -32,7 +32,7 @@ pub fn extract_batch(
     sample_seed: u64,
 ) -> Result<Vec<Record>> {
     let device = teacher.embeddings.word_embeddings.device().clone();
-    let input = kd_teacher::tensors::bert_input(batch, &device)?;
+    let input = kd_bert::BertInput::from_batch(batch, &device)?;
     let attention_layers: Vec<usize> = spec
         .attention
         .as_ref()

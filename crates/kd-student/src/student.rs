@@ -100,7 +100,7 @@ impl Student for BertStudent {
     ) -> Result<StudentOutputs> {
         let model = &self.loaded.model;
         let dev = self.device();
-        let input = kd_teacher::tensors::bert_input(batch, dev)?;
+        let input = kd_bert::BertInput::from_batch(batch, dev)?;
         let attention: Vec<usize> = wants.attention.iter().copied().collect();
         let out = model.encode(&input, &attention, ctx)?;
         let mut outputs = StudentOutputs {

@@ -5,12 +5,11 @@
 use crate::error::to_train;
 use crate::evaluate::{classification_accuracy, classification_loss, ClassifyEval};
 use crate::mlm::write_report;
-use crate::tensors::bert_input;
 use crate::{Error, Result};
 use candle_core::Device;
 use kd_bert::checkpoint::save_hf_dir;
 use kd_bert::tokenizer::load_tokenizer;
-use kd_bert::{load_model, Architecture, Bert, ForwardCtx, LoadOptions};
+use kd_bert::{load_model, Architecture, Bert, BertInput, ForwardCtx, LoadOptions};
 use kd_data::{
     collate, encode_dataset, length_grouped_batches, load_movie_reviews, read_task,
     read_task_with_labels, BatchItem, ColumnRef, EncodedExample, GroupConfig, LabelKind, Split,
@@ -249,9 +248,9 @@ impl ClassifyTask<'_> {
             .collect();
         let batch = collate(&items, self.pad)?;
         let mut ctx = ForwardCtx::train(rng);
-        let out = self
-            .model
-            .encode(&bert_input(&batch, &self.device)?, &[], &mut ctx)?;
+        let out =
+            self.model
+                .encode(&BertInput::from_batch(&batch, &self.device)?, &[], &mut ctx)?;
         let logits = self.model.classify(&out, &mut ctx)?;
         let (loss, hits) = classification_loss(&logits, &batch.labels)?;
         Ok(MicroBatch {

@@ -1,11 +1,11 @@
 //! Evaluation of teachers (and, later, students): masked-token accuracy and classification
 //! accuracy, in eval mode over fixed masks.
 
-use crate::tensors::{bert_input, mlm_targets};
+use crate::tensors::mlm_targets;
 use crate::Result;
 use candle_core::{DType, Device, Tensor, D};
 use kd_bert::model::gather_positions;
-use kd_bert::{Bert, ForwardCtx};
+use kd_bert::{Bert, BertInput, ForwardCtx};
 use kd_data::{collate, BatchItem, EncodedExample, Label, MaskedSequence};
 use serde::Serialize;
 
@@ -40,7 +40,11 @@ pub fn mlm_accuracy(
         if batch.mlm_positions.is_empty() {
             continue;
         }
-        let out = model.encode(&bert_input(&batch, device)?, &[], &mut ForwardCtx::eval())?;
+        let out = model.encode(
+            &BertInput::from_batch(&batch, device)?,
+            &[],
+            &mut ForwardCtx::eval(),
+        )?;
         let (pos, labels) = mlm_targets(&batch, device)?;
         let logits = model.mlm_logits(&gather_positions(out.last_hidden_state(), &pos)?)?;
         let n = batch.mlm_positions.len();
@@ -87,7 +91,7 @@ fn logits_of(
         .collect();
     let batch = collate(&items, pad_id)?;
     let mut ctx = ForwardCtx::eval();
-    let out = model.encode(&bert_input(&batch, device)?, &[], &mut ctx)?;
+    let out = model.encode(&BertInput::from_batch(&batch, device)?, &[], &mut ctx)?;
     Ok((model.classify(&out, &mut ctx)?, batch.labels))
 }
 

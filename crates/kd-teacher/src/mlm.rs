@@ -3,13 +3,13 @@
 
 use crate::error::to_train;
 use crate::evaluate::{mlm_accuracy, MlmEval};
-use crate::tensors::{bert_input, mlm_targets};
+use crate::tensors::mlm_targets;
 use crate::{Error, Result};
 use candle_core::{DType, Device};
 use kd_bert::checkpoint::save_hf_dir;
 use kd_bert::model::gather_positions;
 use kd_bert::tokenizer::load_tokenizer;
-use kd_bert::{load_model, Architecture, Bert, ForwardCtx, LoadOptions};
+use kd_bert::{load_model, Architecture, Bert, BertInput, ForwardCtx, LoadOptions};
 use kd_data::{
     collate, length_grouped_batches, pack_corpus, BatchItem, Corpus, CorpusFormat, GroupConfig,
     MaskConfig, MaskedSequence, Masker, PackConfig, PackedSequence, TextEncoder,
@@ -168,7 +168,7 @@ impl MlmTask<'_> {
             .map(|(&i, m)| BatchItem::masked(self.sequences[i].id, m))
             .collect();
         let batch = collate(&items, self.pad)?;
-        let input = bert_input(&batch, &self.device)?;
+        let input = BertInput::from_batch(&batch, &self.device)?;
         let out = if self.frozen_layers == 0 {
             self.model
                 .encode(&input, &[], &mut ForwardCtx::train(rng))?

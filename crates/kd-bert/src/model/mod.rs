@@ -32,6 +32,17 @@ pub struct BertInput {
 }
 
 impl BertInput {
+    /// Input ids, token types and attention mask of a padded kd-data `batch` as `[B, L]` u32
+    /// tensors on `device`.
+    pub fn from_batch(batch: &kd_data::Batch, device: &candle_core::Device) -> Result<Self> {
+        let shape = (batch.batch_size, batch.seq_len);
+        Ok(BertInput {
+            input_ids: Tensor::from_slice(&batch.input_ids, shape, device)?,
+            token_type_ids: Some(Tensor::from_slice(&batch.token_type_ids, shape, device)?),
+            attention_mask: Some(Tensor::from_slice(&batch.attention_mask, shape, device)?),
+        })
+    }
+
     /// The additive key mask `[B, 1, 1, L]` in `dtype`: 0 on real tokens, -10000 on padding.
     pub fn additive_mask(&self, dtype: DType) -> Result<Tensor> {
         let (b, l) = self.input_ids.dims2()?;
