@@ -110,6 +110,46 @@ fn check_layers(
     }
 }
 
+/// The smallest target spec holding both `have` and `need` (for the `--targets` spelling
+/// that would make a cache fit).
+pub fn union(have: &TargetSpec, need: &TargetSpec) -> TargetSpec {
+    let mut u = have.clone();
+    if let Some(n) = &need.mlm_topk {
+        let t = u.mlm_topk.get_or_insert_with(|| n.clone());
+        t.k = t.k.max(n.k);
+        for x in &n.temperatures {
+            if !t.temperatures.contains(x) {
+                t.temperatures.push(*x);
+            }
+        }
+        if !n.positions.is_masked() {
+            t.positions = n.positions;
+        }
+    }
+    if let Some(n) = &need.mlm_sampled {
+        let s = u.mlm_sampled.get_or_insert_with(|| n.clone());
+        (s.k, s.temperature) = (s.k.max(n.k), n.temperature);
+    }
+    for (mine, theirs) in [
+        (&mut u.hidden, &need.hidden),
+        (&mut u.attention, &need.attention),
+    ] {
+        if let Some(n) = theirs {
+            let l = mine.get_or_insert_with(|| n.clone());
+            l.layers.extend(
+                n.layers
+                    .iter()
+                    .filter(|x| !l.layers.contains(x))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+            l.layers.sort_unstable();
+        }
+    }
+    u.logits |= need.logits;
+    u
+}
+
 /// Differences of `have` against what `need` asks for, one line each.
 pub fn missing_targets(have: &TargetSpec, need: &TargetSpec) -> Vec<String> {
     let mut out = Vec::new();
@@ -216,7 +256,14 @@ impl Manifest {
                 ));
             }
         }
-        out.extend(missing_targets(&self.targets, &expect.targets));
+        let missing = missing_targets(&self.targets, &expect.targets);
+        if !missing.is_empty() {
+            out.extend(missing);
+            out.push(format!(
+                "a cache with them: kd precompute --targets {}",
+                union(&self.targets, &expect.targets)
+            ));
+        }
         if let (Some(p), false) = (self.part, expect.allow_partial) {
             out.push(format!(
                 "cache is part {}/{} of a sharded run; merge the parts first",

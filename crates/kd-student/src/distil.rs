@@ -225,6 +225,12 @@ pub fn run_distil(
 ) -> Result<DistilReport> {
     // Open: the output folder (locked for the whole run), the cache, the student.
     cfg.loss.validate()?;
+    if cfg.train.epochs == 0 || cfg.train.max_steps == Some(0) {
+        return Err(Error::Config(format!(
+            "epochs = {}, max_steps = {:?}: a run of no step would save an untrained student",
+            cfg.train.epochs, cfg.train.max_steps
+        )));
+    }
     let _lock = kd_train::DirLock::acquire(&cfg.out, "kd train")?;
     let reader = Arc::new(CacheReader::open(&cfg.cache)?);
     let manifest = reader.manifest().clone();

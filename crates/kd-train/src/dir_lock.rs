@@ -27,32 +27,39 @@ impl DirLock {
     pub fn acquire(dir: &Path, what: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                let holder = if holder.is_empty() {
-                    "another process".to_string()
-                } else {
-                    holder.to_string()
-                };
-                return Err(Error::InvalidConfig(format!(
-                    "{} is in use by {holder}; wait for it to finish, or choose another output \
-                     directory",
-                    dir.display()
-                )));
+        // The holder removes the file when it lets go; a file locked after it was removed (or
+        // replaced) locks nothing, so the lock counts only once the path still names it.
+        let mut file = loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    let holder = holder.trim();
+                    let holder = if holder.is_empty() {
+                        "another process".to_string()
+                    } else {
+                        holder.to_string()
+                    };
+                    return Err(Error::InvalidConfig(format!(
+                        "{} is in use by {holder}; wait for it to finish, or choose another \
+                         output directory",
+                        dir.display()
+                    )));
+                }
+                Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
             }
-            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
-        }
+            if same_file(&file, &path) {
+                break file;
+            }
+        };
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -77,10 +84,28 @@ impl DirLock {
     }
 }
 
+/// Whether `path` still names the open `file` (same device and inode).
+fn same_file(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
+}
+
 impl Drop for DirLock {
     fn drop(&mut self) {
-        // Closing the file releases the lock too; unlocking first makes the release immediate
-        // even if another handle to the same open file survives (e.g. in a forked child).
+        // The folder is left as the run made it: the file goes, then the lock (a process
+        // killed before this leaves the file, whose lock the kernel has already released).
+        let _ = std::fs::remove_file(&self.path);
         let _ = self.file.unlock();
     }
 }
@@ -101,7 +126,20 @@ mod tests {
         assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
         assert!(e.contains(&out.display().to_string()), "{e}");
         drop(first);
+        assert!(
+            !out.join(LOCK_FILE).exists(),
+            "the lock file outlived its holder"
+        );
         let again = DirLock::acquire(&out, "kd precompute").unwrap();
         assert!(again.path().ends_with(LOCK_FILE));
+        drop(again);
+        // A lock file left by a killed holder is taken over.
+        std::fs::write(out.join(LOCK_FILE), "kd train (pid 1)").unwrap();
+        let taken = DirLock::acquire(&out, "kd train").unwrap();
+        let note = std::fs::read_to_string(taken.path()).unwrap();
+        assert!(
+            note.contains(&format!("pid {}", std::process::id())),
+            "{note}"
+        );
     }
 }

@@ -165,12 +165,6 @@ pub fn run_training(
     if cfg.grad_accum == 0 {
         return Err(Error::InvalidConfig("grad_accum must be > 0".into()));
     }
-    if cfg.epochs == 0 || cfg.max_steps == Some(0) {
-        return Err(Error::InvalidConfig(format!(
-            "epochs = {}, max_steps = {:?}: a run of no step would save an untrained model",
-            cfg.epochs, cfg.max_steps
-        )));
-    }
     let ckpt_dir = run_dir.join("checkpoints");
     let manager = CheckpointManager::new(&ckpt_dir, cfg.keep_last.max(1))?;
     let per_epoch = task.epoch_batches(0)?.len() as u64;
