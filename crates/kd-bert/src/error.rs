@@ -55,10 +55,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl From<kd_core::fs::FsError> for Error {
     fn from(e: kd_core::fs::FsError) -> Self {
-        Error::Io {
-            path: e.path,
-            cause: e.cause,
-        }
+        Error::io(e.path, e.cause)
     }
 }
 

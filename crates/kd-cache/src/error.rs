@@ -47,10 +47,7 @@ pub enum CacheError {
 
 impl From<kd_core::fs::FsError> for CacheError {
     fn from(e: kd_core::fs::FsError) -> Self {
-        CacheError::Io {
-            path: e.path,
-            cause: e.cause,
-        }
+        CacheError::io(e.path, e.cause)
     }
 }
 

@@ -98,10 +98,7 @@ pub enum Error {
 
 impl From<kd_core::fs::FsError> for Error {
     fn from(e: kd_core::fs::FsError) -> Self {
-        Error::Io {
-            path: e.path,
-            cause: e.cause,
-        }
+        Error::io(e.path, e.cause)
     }
 }
 
