@@ -97,11 +97,7 @@ impl TopK {
     pub fn select_rows(&self, rows: &[u32]) -> Result<TopK> {
         let n = self.positions();
         let k = self.logits.cols();
-        let nt = if n == 0 {
-            0
-        } else {
-            self.log_partition.len() / n
-        };
+        let nt = self.log_partition.len().checked_div(n).unwrap_or(0);
         if let Some(&bad) = rows.iter().find(|&&r| r as usize >= n) {
             return Err(CacheError::Invalid(format!(
                 "top-k row {bad} asked of a record with {n} rows"
