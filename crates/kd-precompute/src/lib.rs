@@ -4,11 +4,11 @@
 //!
 //! - [`sources`]: which sequences (corpus split and sample, or a task split).
 //! - [`plan`]: shards per masked epoch, and the slice a `--shard i/N` part produces.
-//! - [`extract`]: one teacher forward pass over a padded batch -> one record per sequence.
+//!
+//! Records come from one teacher forward pass in [`kd_teacher::targets`].
 //! - [`run`]: the whole run: teacher thread, bounded queue, writer thread, resume, manifest.
 
 pub mod error;
-pub mod extract;
 pub mod plan;
 pub mod run;
 pub mod sources;

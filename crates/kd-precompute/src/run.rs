@@ -7,7 +7,6 @@
 //! shards, and the final cache is byte-identical to an uninterrupted run. `manifest.json` is
 //! written last.
 
-use crate::extract::extract_batch;
 use crate::plan::{parse_part, part_range, plan_shards, ShardPlan};
 use crate::sources::{Sequence, SourceConfig};
 use crate::{Error, Result};
@@ -21,6 +20,7 @@ use kd_cache::{
 };
 use kd_core::fs::{sha256_file, sha256_hex};
 use kd_data::{collate, BatchItem, MaskConfig, Masker, TextEncoder, TokenCounts};
+use kd_teacher::targets::extract_batch;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -18,9 +18,6 @@ pub enum Error {
     /// Training-loop problem.
     #[error(transparent)]
     Train(#[from] kd_train::Error),
-    /// Teacher-side problem (online mode).
-    #[error(transparent)]
-    Precompute(#[from] kd_precompute::Error),
     /// Tensor operation failure.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -30,6 +27,23 @@ pub enum Error {
     /// A setting that cannot work.
     #[error("{0}")]
     Config(String),
+    /// Any other teacher-side problem (online mode).
+    #[error(transparent)]
+    Teacher(Box<kd_teacher::Error>),
+}
+
+impl From<kd_teacher::Error> for Error {
+    fn from(e: kd_teacher::Error) -> Self {
+        match e {
+            kd_teacher::Error::Model(e) => Error::Model(e),
+            kd_teacher::Error::Data(e) => Error::Data(e),
+            kd_teacher::Error::Cache(e) => Error::Cache(e),
+            kd_teacher::Error::Train(e) => Error::Train(e),
+            kd_teacher::Error::Candle(e) => Error::Candle(e),
+            kd_teacher::Error::Config(s) => Error::Config(s),
+            other => Error::Teacher(Box::new(other)),
+        }
+    }
 }
 
 /// Result alias for this crate.

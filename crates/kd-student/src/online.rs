@@ -16,7 +16,7 @@ pub fn teacher_records(
 ) -> Result<Vec<Record>> {
     let batch = crate::cache_task::collate_records(records, pad)?;
     let epoch = records.first().map(|r| r.epoch).unwrap_or(0);
-    let mut out = kd_precompute::extract::extract_batch(teacher, &batch, epoch, spec, 0)?;
+    let mut out = kd_teacher::targets::extract_batch(teacher, &batch, epoch, spec, 0)?;
     // Sampled targets are drawn per sequence from the manifest's seed in precompute; keep the
     // cached draws so that both modes see the same estimator noise.
     for (o, r) in out.iter_mut().zip(records) {

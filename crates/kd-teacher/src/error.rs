@@ -9,6 +9,9 @@ pub enum Error {
     /// Corpus or dataset problem.
     #[error(transparent)]
     Data(#[from] kd_data::DataError),
+    /// Cache record problem (target encoding).
+    #[error(transparent)]
+    Cache(#[from] kd_cache::CacheError),
     /// Training-loop problem (checkpoint, optimizer, non-finite loss).
     #[error(transparent)]
     Train(#[from] kd_train::Error),

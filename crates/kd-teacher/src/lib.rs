@@ -5,11 +5,14 @@
 //! - [`evaluate`]: masked-token top-1 accuracy and classification accuracy.
 //! - [`mlm`]: MLM fine-tuning on a text corpus with a held-out split.
 //! - [`classify`]: sequence-classification fine-tuning with dev-based model selection.
+//! - [`targets`]: one teacher forward pass over a padded batch -> one cache record per
+//!   sequence (used by precompute and by online distillation).
 
 pub mod classify;
 pub mod error;
 pub mod evaluate;
 pub mod mlm;
+pub mod targets;
 pub mod tensors;
 
 pub use error::{Error, Result};

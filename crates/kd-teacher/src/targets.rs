@@ -7,20 +7,18 @@ use candle_core::{DType, IndexOp, Tensor};
 use kd_bert::model::gather_positions;
 use kd_bert::{Bert, ForwardCtx};
 use kd_cache::{LayerValues, Quantized, Record, Sampled, TargetSpec, TopK};
+use kd_core::rng::SeedHash;
 use kd_data::Batch;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 
 /// The RNG of the sampled MLM targets of one sequence: a pure function of (seed, epoch,
 /// sequence id), so any worker reproduces the same draws.
 pub fn sample_rng(seed: u64, epoch: u32, seq_id: u64) -> ChaCha8Rng {
-    let mut h = Sha256::new();
-    h.update(b"kd-precompute/sampled/v1\0");
-    h.update(seed.to_le_bytes());
-    h.update(u64::from(epoch).to_le_bytes());
-    h.update(seq_id.to_le_bytes());
-    ChaCha8Rng::from_seed(h.finalize().into())
+    SeedHash::tagged(b"kd-precompute/sampled/v1\0")
+        .u64(seed)
+        .u64(u64::from(epoch))
+        .u64(seq_id)
+        .rng()
 }
 
 /// Runs `teacher` on `batch` and returns its records, in batch row order.
@@ -57,7 +55,7 @@ pub fn extract_batch(
             .is_some_and(|t| t.positions.is_masked());
     let vocab = teacher.config.vocab_size;
     let mlm_rows: Vec<f32> = if needs_mlm && !batch.mlm_positions.is_empty() {
-        let (pos, _) = kd_teacher::tensors::mlm_targets(batch, &device)?;
+        let (pos, _) = crate::tensors::mlm_targets(batch, &device)?;
         let logits = teacher.mlm_logits(&gather_positions(out.last_hidden_state(), &pos)?)?;
         logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?
     } else {
@@ -183,4 +181,33 @@ pub fn attention_tensor(values: &Quantized, heads: usize) -> Result<Tensor> {
         (heads, n, n),
         &candle_core::Device::Cpu,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample_rng;
+    use rand::{RngCore, SeedableRng};
+    use sha2::{Digest, Sha256};
+
+    /// The seed of the sampled targets as caches were written with it: SHA-256 of the tag,
+    /// seed, epoch and sequence id, each little-endian.
+    fn reference(seed: u64, epoch: u32, seq_id: u64) -> rand_chacha::ChaCha8Rng {
+        let mut h = Sha256::new();
+        h.update(b"kd-precompute/sampled/v1\0");
+        h.update(seed.to_le_bytes());
+        h.update(u64::from(epoch).to_le_bytes());
+        h.update(seq_id.to_le_bytes());
+        rand_chacha::ChaCha8Rng::from_seed(h.finalize().into())
+    }
+
+    #[test]
+    fn sample_rng_keeps_the_cached_seed() {
+        for (seed, epoch, id) in [(0, 0, 0), (17, 3, 12345), (u64::MAX, u32::MAX, u64::MAX)] {
+            let (mut a, mut b) = (sample_rng(seed, epoch, id), reference(seed, epoch, id));
+            assert_eq!(a.get_seed(), b.get_seed());
+            for _ in 0..8 {
+                assert_eq!(a.next_u64(), b.next_u64());
+            }
+        }
+    }
 }
