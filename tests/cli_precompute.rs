@@ -10,7 +10,7 @@ use common::*;
 use candle_core::{Device, Tensor};
 use kd_bert::{load_model, Architecture, BertInput, ForwardCtx, LoadOptions};
 use kd_cache::{CacheReader, Label};
-use kd_teacher::classify::TaskData;
+use kd_data::TaskData;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,8 @@ use super::loop_flags::LoopFlags;
 use super::GlobalArgs;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use kd_teacher::classify::{run_classify, ClassifyConfig, TaskData};
+use kd_data::TaskData;
+use kd_teacher::classify::{run_classify, ClassifyConfig};
 use kd_teacher::mlm::{run_mlm, MlmConfig};
 use std::path::PathBuf;
 

@@ -4,9 +4,9 @@
 use super::GlobalArgs;
 use anyhow::{Context, Result};
 use clap::Args;
+use kd_data::TaskData;
 use kd_precompute::sources::DocSplit;
 use kd_precompute::{run_precompute, PrecomputeConfig};
-use kd_teacher::classify::TaskData;
 use std::path::PathBuf;
 
 /// Arguments of `kd precompute`.

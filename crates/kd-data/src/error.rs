@@ -114,6 +114,9 @@ pub enum DataError {
     /// The tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A setting of the task data that cannot work (the message says which).
+    #[error("{0}")]
+    Setting(String),
     /// A setting or an argument is out of range.
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -8,6 +8,8 @@
 //! - [`packing`]: parallel tokenization and document-aware packing into
 //!   `[CLS] paragraphs [SEP]` sequences with the DistilBERT drop rules.
 //! - [`task`]: classification/regression datasets from TSV or JSONL.
+//! - [`task_data`]: a task's data as settings name it (movie reviews or files per split),
+//!   read into train/dev/test.
 //! - [`encode`]: `[CLS] a [SEP] b [SEP]` encoding of task examples.
 //! - [`movie_reviews`]: the movie-review sentiment set with its fixed split.
 //! - [`masking`]: deterministic MLM masking (80/10/10, optional frequency
@@ -33,6 +35,7 @@ pub mod movie_reviews;
 pub mod packing;
 pub mod parquet_corpus;
 pub mod task;
+pub mod task_data;
 pub mod text;
 pub mod tokens;
 
@@ -47,4 +50,5 @@ pub use task::{
     read_task, read_task_with_labels, ColumnRef, Label, LabelKind, TaskDataset, TaskExample,
     TaskFormat, TaskSpec,
 };
+pub use task_data::{Splits, TaskData, TaskSplit};
 pub use tokens::{SpecialTokens, TextEncoder, WordBoundaries};

@@ -2,8 +2,9 @@
 //! held-out split, optionally sampled) or a split of a task dataset.
 
 use crate::{Error, Result};
-use kd_data::{encode_dataset, pack_corpus, Corpus, CorpusFormat, PackConfig, TextEncoder};
-use kd_teacher::classify::TaskData;
+use kd_data::{
+    encode_dataset, pack_corpus, Corpus, CorpusFormat, PackConfig, TaskData, TaskSplit, TextEncoder,
+};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -56,19 +57,6 @@ pub struct SourceConfig {
     pub max_len: usize,
 }
 
-/// A split of a task dataset (in settings: `train`, `dev` or `test`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskSplit {
-    /// The training split.
-    #[default]
-    Train,
-    /// The development split.
-    Dev,
-    /// The test split.
-    Test,
-}
-
 impl Default for SourceConfig {
     fn default() -> Self {
         Self {
@@ -89,16 +77,7 @@ impl SourceConfig {
     /// The input files in reading order (for the manifest).
     pub fn files(&self) -> Result<Vec<PathBuf>> {
         if let Some(task) = &self.task {
-            return Ok(match task {
-                TaskData::MovieReviews { path } => vec![path.clone()],
-                TaskData::Files {
-                    train, dev, test, ..
-                } => [Some(train), Some(dev), test.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .cloned()
-                    .collect(),
-            });
+            return Ok(task.files());
         }
         let format = self.format();
         Ok(kd_data::corpus::list_files(
@@ -175,14 +154,10 @@ impl SourceConfig {
     }
 
     fn load_task(&self, task: &TaskData, encoder: &TextEncoder) -> Result<Vec<Sequence>> {
-        let splits = task.load().map_err(|e| Error::Config(e.to_string()))?;
-        let data = match self.task_split {
-            TaskSplit::Train => splits.train,
-            TaskSplit::Dev => splits.dev,
-            TaskSplit::Test => splits
-                .test
-                .ok_or_else(|| Error::Config("the task data has no test split".into()))?,
-        };
+        let data = task
+            .load()
+            .and_then(|splits| splits.take(self.task_split))
+            .map_err(|e| Error::Config(e.to_string()))?;
         let encoded = encode_dataset(&data, encoder, self.max_len)?;
         Ok(encoded
             .into_iter()

@@ -5,118 +5,20 @@
 use crate::error::to_train;
 use crate::evaluate::{classification_accuracy, classification_loss, ClassifyEval};
 use crate::mlm::write_report;
-use crate::{Error, Result};
+use crate::Result;
 use candle_core::Device;
 use kd_bert::checkpoint::save_hf_dir;
 use kd_bert::tokenizer::load_tokenizer;
 use kd_bert::{load_model, Architecture, Bert, BertInput, ForwardCtx, LoadOptions};
 use kd_data::{
-    collate, encode_dataset, length_grouped_batches, load_movie_reviews, read_task,
-    read_task_with_labels, BatchItem, ColumnRef, EncodedExample, GroupConfig, LabelKind, Split,
-    TaskDataset, TaskFormat, TaskSpec, TextEncoder,
+    collate, encode_dataset, length_grouped_batches, BatchItem, EncodedExample, GroupConfig,
+    TaskData, TextEncoder,
 };
 use kd_train::{run_training, AdamW, AdamWConfig, LoopConfig, MicroBatch, TrainTask};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-/// Where the task data comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum TaskData {
-    /// The movie-review sentiment set with its fixed split by id.
-    MovieReviews {
-        /// `movieReviewSnippets_GroundTruth.txt`.
-        path: PathBuf,
-    },
-    /// Separate TSV (with header) or JSONL files per split.
-    Files {
-        /// Training file.
-        train: PathBuf,
-        /// Development file (model selection).
-        dev: PathBuf,
-        /// Test file, if any.
-        test: Option<PathBuf>,
-        /// Text column / field.
-        text: String,
-        /// Second text of a pair, if any.
-        text_pair: Option<String>,
-        /// Label column / field.
-        label: String,
-        /// `class` (integer ids), `named` (strings) or `regression`.
-        label_kind: String,
-    },
-}
-
-/// The three splits, read and labelled consistently.
-pub struct Splits {
-    /// Training examples.
-    pub train: TaskDataset,
-    /// Development examples.
-    pub dev: TaskDataset,
-    /// Test examples, if any.
-    pub test: Option<TaskDataset>,
-}
-
-impl TaskData {
-    /// Reads the splits.
-    pub fn load(&self) -> Result<Splits> {
-        match self {
-            TaskData::MovieReviews { path } => {
-                let mr = load_movie_reviews(path)?;
-                Ok(Splits {
-                    train: mr.task_dataset(Split::Train, false),
-                    dev: mr.task_dataset(Split::Dev, false),
-                    test: Some(mr.task_dataset(Split::Test, false)),
-                })
-            }
-            TaskData::Files {
-                train,
-                dev,
-                test,
-                text,
-                text_pair,
-                label,
-                label_kind,
-            } => {
-                let kind = match label_kind.as_str() {
-                    "class" => LabelKind::ClassId,
-                    "named" => LabelKind::Named,
-                    "regression" => LabelKind::Regression,
-                    other => {
-                        return Err(Error::Config(format!(
-                        "label_kind: unknown value {other:?} (expected class, named or regression)"
-                    )))
-                    }
-                };
-                let spec_for = |p: &Path| TaskSpec {
-                    format: if p.extension().is_some_and(|e| e == "jsonl") {
-                        TaskFormat::Jsonl
-                    } else {
-                        TaskFormat::Tsv { header: true }
-                    },
-                    text: ColumnRef::Name(text.clone()),
-                    text_pair: text_pair.clone().map(ColumnRef::Name),
-                    label: ColumnRef::Name(label.clone()),
-                    label_kind: kind,
-                };
-                let tr = read_task(train, &spec_for(train))?;
-                let names = tr.label_names.clone();
-                let dv = read_task_with_labels(dev, &spec_for(dev), &names)?;
-                let te = test
-                    .as_ref()
-                    .map(|t| read_task_with_labels(t, &spec_for(t), &names))
-                    .transpose()?;
-                Ok(Splits {
-                    train: tr,
-                    dev: dv,
-                    test: te,
-                })
-            }
-        }
-    }
-}
+use std::path::PathBuf;
 
 /// Settings of a classification fine-tuning run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,8 @@
 use candle_core::{Device, Tensor};
 use kd_bert::{load_model, BertInput, ForwardCtx, LoadOptions};
 use kd_data::Label;
-use kd_teacher::classify::{run_classify, ClassifyConfig, TaskData};
+use kd_data::TaskData;
+use kd_teacher::classify::{run_classify, ClassifyConfig};
 use kd_teacher::evaluate::classification_loss;
 use kd_train::LoopConfig;
 use std::path::{Path, PathBuf};
