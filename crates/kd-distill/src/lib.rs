@@ -17,6 +17,7 @@
 //!   - [`losses::prediction_soft_ce`]: TinyBERT's prediction-layer soft cross-entropy.
 //! - [`targets`]: [`TopKTargets`] and [`SampledTargets`], teacher records from a cache checked
 //!   once and packed for the top-k and sampled losses.
+//! - [`kl`]: host-side KL over a top-k support plus a rest bucket, for evaluation reports.
 //! - [`combine`]: weighted sums of named terms with their values for the metrics log.
 //! - [`ops`]: the differentiable log-softmax the losses share.
 //! - [`error`]: the crate's error type.
@@ -36,6 +37,7 @@ mod check;
 pub mod combine;
 pub mod error;
 mod fused;
+pub mod kl;
 pub mod losses;
 pub mod ops;
 pub mod targets;

@@ -91,19 +91,16 @@ impl Totals {
         let total: f64 = z.iter().map(|&x| (f64::from(x) - max).exp()).sum();
         let log_total = total.ln();
         let mut support = 0f64;
-        let mut kl = 0f64;
-        for (&id, &pi) in ids.iter().zip(&p) {
-            let shifted = f64::from(z[id as usize]) - max;
-            support += shifted.exp();
-            if pi > 0.0 {
-                kl += f64::from(pi) * (f64::from(pi).ln() - (shifted - log_total));
-            }
-        }
-        if p_rest > 0.0 {
-            let log_q_rest = (total - support).max(f64::MIN_POSITIVE).ln() - log_total;
-            kl += f64::from(p_rest) * (f64::from(p_rest).ln() - log_q_rest);
-        }
-        self.kl += kl;
+        let log_q: Vec<f64> = ids
+            .iter()
+            .map(|&id| {
+                let shifted = f64::from(z[id as usize]) - max;
+                support += shifted.exp();
+                shifted - log_total
+            })
+            .collect();
+        let log_q_rest = (total - support).max(f64::MIN_POSITIVE).ln() - log_total;
+        self.kl += kd_distill::kl::rest_bucket_kl(&p, p_rest, &log_q, log_q_rest);
         self.kl_positions += 1;
         Ok(())
     }

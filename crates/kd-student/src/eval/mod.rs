@@ -300,30 +300,13 @@ fn load_mlm(dir: &Path, fresh_heads: bool, device: &Device) -> kd_bert::Result<L
     load_model(dir, &opts)
 }
 
-/// The padded model input of `records` and their flat masked positions `b * L + pos`.
+/// The padded model input of `records` (through [`crate::cache_task::collate_records`]) and
+/// their flat masked positions `b * L + pos`.
 fn batch_input(records: &[Record], pad: u32, device: &Device) -> Result<(BertInput, Tensor)> {
-    let (b, l) = (
-        records.len(),
-        records.iter().map(|r| r.input_ids.len()).max().unwrap_or(0),
-    );
-    let (mut ids, mut types, mut mask) = (vec![pad; b * l], vec![0u32; b * l], vec![0u32; b * l]);
-    let mut flat = Vec::new();
-    for (r, rec) in records.iter().enumerate() {
-        let n = rec.input_ids.len();
-        ids[r * l..r * l + n].copy_from_slice(&rec.input_ids);
-        if let Some(t) = &rec.token_type_ids {
-            types[r * l..r * l + n].copy_from_slice(t);
-        }
-        mask[r * l..r * l + n].fill(1);
-        flat.extend(rec.mlm_positions.iter().map(|&p| (r * l) as u32 + p));
-    }
-    let input = BertInput {
-        input_ids: Tensor::from_vec(ids, (b, l), device)?,
-        token_type_ids: Some(Tensor::from_vec(types, (b, l), device)?),
-        attention_mask: Some(Tensor::from_vec(mask, (b, l), device)?),
-    };
-    let n = flat.len();
-    Ok((input, Tensor::from_vec(flat, n, device)?))
+    let batch = crate::cache_task::collate_records(records, pad)?;
+    let input = BertInput::from_batch(&batch, device)?;
+    let n = batch.mlm_positions.len();
+    Ok((input, Tensor::from_slice(&batch.mlm_positions, n, device)?))
 }
 
 /// One eval-mode forward pass: MLM logits at `flat` (row-major, f32), the last hidden state,
