@@ -12,7 +12,7 @@ use crate::sources::{Sequence, SourceConfig};
 use crate::{Error, Result};
 use candle_core::Device;
 use kd_bert::tokenizer::{load_tokenizer, tokenizer_source};
-use kd_bert::{load_model, Architecture, BertConfig, LoadOptions};
+use kd_bert::{load_model, Architecture, Bert, BertConfig, LoadOptions};
 use kd_cache::writer::{ShardWriter, WriterOptions};
 use kd_cache::{
     Backend, CorpusFile, FileRef, Manifest, MaskingParams, Part, Record, ShardInfo, TargetSpec,
@@ -111,8 +111,60 @@ struct Progress {
 const PROGRESS_FILE: &str = "progress.json";
 
 /// Runs a precompute as configured (resuming if `out` holds an unfinished run of it).
+///
+/// Steps: check the settings, take the output folder, open the teacher and the sequences,
+/// describe the cache (the manifest without shards), stop early if it is already finished,
+/// pick up the progress of an unfinished run, plan the shards still to write, run the teacher
+/// and the writer, finish with the manifest.
 pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<PrecomputeReport> {
     let started = Instant::now();
+    let checked = check_settings(cfg)?;
+    // Held until the run ends: a second run into the same folder is refused, naming this one.
+    let _lock = kd_train::DirLock::acquire(&cfg.out, "kd precompute")
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let opened = open_inputs(cfg, &checked.spec, device)?;
+    let mut manifest = describe_cache(cfg, &checked, &opened)?;
+    let fingerprint = sha256_hex(manifest.to_json()?.as_bytes());
+    if let Some(existing) = finished_cache(cfg, &fingerprint)? {
+        return Ok(report(&cfg.out, &existing, 0, 0, started));
+    }
+    let progress = resume_progress(cfg, fingerprint)?;
+    if let Some((_, r, json)) = &opened.counts {
+        kd_core::fs::write_atomic(&cfg.out.join(&r.file), json.as_bytes())?;
+    }
+    let plan = plan_run(cfg, checked.part, &opened.sequences, &progress);
+    // Throughput is measured from here: teacher + extraction + writing, not the set-up
+    // (loading, tokenizing the corpus, checksums).
+    let setup_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let (progress, produced) =
+        run_teacher_and_writer(cfg, &checked.spec, &opened, &plan, progress)?;
+    manifest.shards = plan.all[plan.range.clone()]
+        .iter()
+        .map(|s| {
+            progress
+                .done
+                .get(&s.index)
+                .cloned()
+                .ok_or_else(|| Error::Config(format!("shard {} was not written", s.index)))
+        })
+        .collect::<Result<_>>()?;
+    manifest.save(&cfg.out)?;
+    let _ = std::fs::remove_file(cfg.out.join(PROGRESS_FILE));
+    let mut r = report(&cfg.out, &manifest, plan.todo.len(), produced, started);
+    r.setup_seconds = setup_seconds;
+    Ok(r)
+}
+
+/// What the settings fix before anything is loaded.
+struct Checked {
+    teacher_cfg: BertConfig,
+    spec: TargetSpec,
+    part: Option<(u32, u32)>,
+}
+
+/// Refuses settings that cannot work; reads the teacher config, the targets and `--shard`.
+fn check_settings(cfg: &PrecomputeConfig) -> Result<Checked> {
     if cfg.epochs == 0 {
         return Err(Error::Config(
             "epochs = 0: a precompute of no masked epoch writes no record; use --epochs 1 or more"
@@ -121,16 +173,33 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
     }
     let teacher_cfg = BertConfig::from_file(&cfg.teacher.join("config.json"))?;
     let spec = TargetSpec::parse(&cfg.targets, teacher_cfg.num_hidden_layers as u32)?;
-    let backend = cfg.backend;
     let part = cfg
         .shard
         .as_deref()
         .map(parse_part)
         .transpose()
         .map_err(Error::Config)?;
-    // Held until the run ends: a second run into the same folder is refused, naming this one.
-    let _lock = kd_train::DirLock::acquire(&cfg.out, "kd precompute")
-        .map_err(|e| Error::Config(e.to_string()))?;
+    Ok(Checked {
+        teacher_cfg,
+        spec,
+        part,
+    })
+}
+
+/// The teacher, the sequences and what masks them.
+struct Opened {
+    teacher: Bert,
+    encoder: TextEncoder,
+    sequences: Vec<Sequence>,
+    /// Token counts of frequency-smoothed masking, their file reference and JSON (written
+    /// only once the resume checks pass: a refused rerun must not touch the cache).
+    counts: Option<(TokenCounts, FileRef, String)>,
+    masker: Option<Masker>,
+}
+
+/// Loads the teacher with the heads `spec` needs, its tokenizer and the sequences; creates the
+/// output folder; builds the masker (corpus input only).
+fn open_inputs(cfg: &PrecomputeConfig, spec: &TargetSpec, device: &Device) -> Result<Opened> {
     let arch = if spec.logits {
         Architecture::SequenceClassification
     } else if spec.mlm_topk.is_some() || spec.mlm_sampled.is_some() {
@@ -165,7 +234,7 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
 
     std::fs::create_dir_all(&cfg.out)
         .map_err(|e| Error::Config(format!("{}: {e}", cfg.out.display())))?;
-    let counts_ref = if corpus_mode && cfg.mask.smoothing.is_some() {
+    let counts = if corpus_mode && cfg.mask.smoothing.is_some() {
         let packed: Vec<kd_data::PackedSequence> = sequences
             .iter()
             .map(|s| kd_data::PackedSequence {
@@ -175,7 +244,6 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
             })
             .collect();
         let counts = TokenCounts::from_sequences(&packed, encoder.vocab_size())?;
-        // Written only once the checks below pass: a refused rerun must not touch the cache.
         let json = counts.to_json()?;
         let file = FileRef {
             file: "token_counts.json".into(),
@@ -191,14 +259,25 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
                 cfg.mask,
                 encoder.specials(),
                 encoder.vocab_size(),
-                counts_ref.as_ref().map(|(c, _, _)| c),
+                counts.as_ref().map(|(c, _, _)| c),
             )
         })
         .transpose()?;
+    Ok(Opened {
+        teacher,
+        encoder,
+        sequences,
+        counts,
+        masker,
+    })
+}
 
-    let mut manifest = Manifest::new(spec.clone(), backend);
+/// The manifest of the cache this run makes, without its shards (its JSON is the run's
+/// fingerprint).
+fn describe_cache(cfg: &PrecomputeConfig, checked: &Checked, opened: &Opened) -> Result<Manifest> {
+    let mut manifest = Manifest::new(checked.spec.clone(), cfg.backend);
     manifest.teacher = TeacherInfo {
-        config: serde_json::to_value(&teacher_cfg).expect("config serialises"),
+        config: serde_json::to_value(&checked.teacher_cfg).expect("config serialises"),
         weights_sha256: kd_bert::checkpoint::weights_sha256(&cfg.teacher)?,
         source: Some(cfg.teacher.display().to_string()),
     };
@@ -214,7 +293,7 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
             })
         })
         .collect::<Result<_>>()?;
-    manifest.masking = masker.as_ref().map(|_| MaskingParams {
+    manifest.masking = opened.masker.as_ref().map(|_| MaskingParams {
         seed: cfg.seed,
         mask_prob: cfg.mask.mask_prob,
         mask_frac: cfg.mask.mask_frac,
@@ -223,33 +302,42 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         smoothing: cfg.mask.smoothing,
     });
     manifest.epochs = cfg.epochs;
-    manifest.token_counts = counts_ref.as_ref().map(|(_, r, _)| r.clone());
-    manifest.part = part.map(|(index, count)| Part { index, count });
+    manifest.token_counts = opened.counts.as_ref().map(|(_, r, _)| r.clone());
+    manifest.part = checked.part.map(|(index, count)| Part { index, count });
     manifest.extra.insert(
         "source".into(),
         serde_json::to_value(&cfg.source).expect("source serialises"),
     );
     manifest
         .extra
-        .insert("vocab_size".into(), encoder.vocab_size().into());
+        .insert("vocab_size".into(), opened.encoder.vocab_size().into());
     manifest
         .extra
-        .insert("sequences".into(), sequences.len().into());
+        .insert("sequences".into(), opened.sequences.len().into());
+    Ok(manifest)
+}
 
-    let fingerprint = sha256_hex(manifest.to_json()?.as_bytes());
-    let manifest_path = Manifest::path(&cfg.out);
-    if manifest_path.exists() {
-        let existing = Manifest::load(&cfg.out)?;
-        let mut bare = existing.clone();
-        bare.shards.clear();
-        if sha256_hex(bare.to_json()?.as_bytes()) == fingerprint {
-            return Ok(report(&cfg.out, &existing, 0, 0, started));
-        }
-        return Err(Error::Config(format!(
-            "{} holds a finished cache of a different configuration; choose another --out",
-            cfg.out.display()
-        )));
+/// The finished cache in `out` when it is this configuration's; an error when it is another's;
+/// `None` when there is none.
+fn finished_cache(cfg: &PrecomputeConfig, fingerprint: &str) -> Result<Option<Manifest>> {
+    if !Manifest::path(&cfg.out).exists() {
+        return Ok(None);
     }
+    let existing = Manifest::load(&cfg.out)?;
+    let mut bare = existing.clone();
+    bare.shards.clear();
+    if sha256_hex(bare.to_json()?.as_bytes()) == fingerprint {
+        return Ok(Some(existing));
+    }
+    Err(Error::Config(format!(
+        "{} holds a finished cache of a different configuration; choose another --out",
+        cfg.out.display()
+    )))
+}
+
+/// The shards an unfinished run of this configuration already wrote (none on a fresh start);
+/// an error when `out` holds an unfinished run of another configuration.
+fn resume_progress(cfg: &PrecomputeConfig, fingerprint: String) -> Result<Progress> {
     let progress_path = cfg.out.join(PROGRESS_FILE);
     let mut progress: Progress = match std::fs::read_to_string(&progress_path) {
         Ok(text) => serde_json::from_str(&text)
@@ -263,16 +351,31 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         )));
     }
     progress.fingerprint = fingerprint;
-    if let Some((_, r, json)) = &counts_ref {
-        kd_core::fs::write_atomic(&cfg.out.join(&r.file), json.as_bytes())?;
-    }
+    Ok(progress)
+}
 
-    let plan = plan_shards(sequences.len(), cfg.epochs, cfg.rows_per_shard);
+/// Every shard of the cache, the slice this part covers, and the shards of it still to write.
+struct RunPlan {
+    all: Vec<ShardPlan>,
+    range: std::ops::Range<usize>,
+    todo: Vec<ShardPlan>,
+    /// Real tokens of `todo` (the progress bar's length).
+    total_tokens: u64,
+}
+
+/// Plans the shards and leaves out those `progress` has.
+fn plan_run(
+    cfg: &PrecomputeConfig,
+    part: Option<(u32, u32)>,
+    sequences: &[Sequence],
+    progress: &Progress,
+) -> RunPlan {
+    let all = plan_shards(sequences.len(), cfg.epochs, cfg.rows_per_shard);
     let range = match part {
-        Some((i, n)) => part_range(plan.len(), i, n),
-        None => 0..plan.len(),
+        Some((i, n)) => part_range(all.len(), i, n),
+        None => 0..all.len(),
     };
-    let todo: Vec<ShardPlan> = plan[range.clone()]
+    let todo: Vec<ShardPlan> = all[range.clone()]
         .iter()
         .filter(|s| !progress.done.contains_key(&s.index))
         .copied()
@@ -286,11 +389,24 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
                 .sum::<u64>()
         })
         .sum();
-    // Throughput is measured from here: teacher + extraction + writing, not the set-up
-    // (loading, tokenizing the corpus, checksums).
-    let setup_seconds = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let bar = kd_train::Progress::new(total_tokens, "precompute");
+    RunPlan {
+        all,
+        range,
+        todo,
+        total_tokens,
+    }
+}
+
+/// Runs the teacher over the shards to write on this thread and the writer on another,
+/// through a bounded queue; returns the writer's progress and the real tokens produced.
+fn run_teacher_and_writer(
+    cfg: &PrecomputeConfig,
+    spec: &TargetSpec,
+    opened: &Opened,
+    plan: &RunPlan,
+    progress: Progress,
+) -> Result<(Progress, u64)> {
+    let bar = kd_train::Progress::new(plan.total_tokens, "precompute");
     let options = WriterOptions {
         rows_per_shard: cfg.rows_per_shard as u64,
         zstd_level: cfg.zstd_level,
@@ -298,24 +414,24 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
     };
     let (tx, rx) = sync_channel::<Msg>(cfg.queue_depth.max(1));
     let writer = {
-        let out = cfg.out.clone();
+        let (out, backend) = (cfg.out.clone(), cfg.backend);
         let spec = spec.clone();
         std::thread::spawn(move || write_shards(rx, &out, backend, &spec, &options, progress))
     };
     let mut produced = 0u64;
     let mut produce = || -> Result<()> {
-        for shard in &todo {
+        for shard in &plan.todo {
             tx.send(Msg::Start(shard.index))
                 .map_err(|_| Error::Config("the cache writer stopped".into()))?;
-            let seqs = &sequences[shard.start..shard.end];
+            let seqs = &opened.sequences[shard.start..shard.end];
             for batch in teacher_batches(
                 seqs,
                 shard.epoch,
                 cfg,
-                masker.as_ref(),
-                encoder.specials().pad,
+                opened.masker.as_ref(),
+                opened.encoder.specials().pad,
             ) {
-                let records = extract_batch(&teacher, &batch?, shard.epoch, &spec, cfg.seed)?;
+                let records = extract_batch(&opened.teacher, &batch?, shard.epoch, spec, cfg.seed)?;
                 for rec in records {
                     produced += rec.input_ids.len() as u64;
                     tx.send(Msg::Record(Box::new(rec)))
@@ -335,21 +451,7 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         .map_err(|_| Error::Config("the cache writer panicked".into()))??;
     produced_result?;
     bar.finish();
-    manifest.shards = plan[range]
-        .iter()
-        .map(|s| {
-            progress
-                .done
-                .get(&s.index)
-                .cloned()
-                .ok_or_else(|| Error::Config(format!("shard {} was not written", s.index)))
-        })
-        .collect::<Result<_>>()?;
-    manifest.save(&cfg.out)?;
-    let _ = std::fs::remove_file(&progress_path);
-    let mut r = report(&cfg.out, &manifest, todo.len(), produced, started);
-    r.setup_seconds = setup_seconds;
-    Ok(r)
+    Ok((progress, produced))
 }
 
 fn report(
