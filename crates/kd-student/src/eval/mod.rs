@@ -126,12 +126,58 @@ pub fn mlm_param_count(c: &BertConfig) -> usize {
 
 /// Evaluates the masked-LM student in `student_dir` on the cache in `cache_dir` (see the module
 /// docs). Refuses a cache made with another tokenizer than the student's.
+///
+/// Steps: open the cache, the student and (optionally) the teacher; check that they fit; plan
+/// which metrics the cache allows; run the batches; finish the report.
 pub fn evaluate_student(
     student_dir: &Path,
     cache_dir: &Path,
     opts: &EvalOptions,
     device: &Device,
 ) -> Result<EvalReport> {
+    let mut notes = Vec::new();
+    let opened = open_models(student_dir, cache_dir, opts, device, &mut notes)?;
+    let plan = plan_metrics(&opened, &mut notes);
+    let tot = run_batches(&opened, &plan, opts, device)?;
+    if tot.records == 0 {
+        return Err(Error::Config(format!(
+            "cache {} has no record to evaluate",
+            cache_dir.display()
+        )));
+    }
+    Ok(finish_report(
+        student_dir,
+        cache_dir,
+        opts,
+        &opened,
+        &plan,
+        &tot,
+        notes,
+    ))
+}
+
+/// The cache, the student and the teacher of an evaluation, checked to fit each other.
+struct Opened {
+    reader: CacheReader,
+    student: Bert,
+    s_cfg: BertConfig,
+    /// The teacher to time, when given.
+    teacher: Option<Bert>,
+    /// The given teacher's config, else the cache teacher's.
+    t_cfg: BertConfig,
+    /// The config of the teacher that made the cache.
+    cache_cfg: BertConfig,
+}
+
+/// Opens the cache and checks its tokenizer against the student's; loads the student as a
+/// masked-LM model and the teacher (to time) when given; checks the vocabularies.
+fn open_models(
+    student_dir: &Path,
+    cache_dir: &Path,
+    opts: &EvalOptions,
+    device: &Device,
+    notes: &mut Vec<String>,
+) -> Result<Opened> {
     let reader = CacheReader::open(cache_dir)?;
     let manifest = reader.manifest();
     let sha = sha256_file(&tokenizer_source(student_dir)?)?;
@@ -150,10 +196,9 @@ pub fn evaluate_student(
         )),
         e => e.into(),
     })?;
-    let (s_model, s_cfg) = (student.inference_model()?, &student.model.config);
+    let (s_model, s_cfg) = (student.inference_model()?, student.model.config.clone());
     let cache_cfg: BertConfig = serde_json::from_value(manifest.teacher.config.clone())
         .map_err(|e| Error::Config(format!("cache {cache}: teacher config: {e}")))?;
-    let mut notes = Vec::new();
     let (teacher, t_cfg) = match &opts.teacher {
         Some(dir) => {
             // A teacher without an MLM head gets a fresh one: it is only timed.
@@ -178,6 +223,28 @@ pub fn evaluate_student(
             s_cfg.vocab_size, cache_cfg.vocab_size
         )));
     }
+    Ok(Opened {
+        reader,
+        student: s_model,
+        s_cfg,
+        teacher,
+        t_cfg,
+        cache_cfg,
+    })
+}
+
+/// Which metrics the cache allows.
+struct MetricPlan {
+    topk_spec: Option<kd_cache::TopKSpec>,
+    /// Temperatures of the cached top-k (KL needs T = 1).
+    temps: Vec<f32>,
+    /// Slot of the teacher's last hidden layer in the records, when the widths match.
+    hidden_slot: Option<usize>,
+}
+
+/// Plans the metrics from the cache's targets, noting those it does not allow.
+fn plan_metrics(opened: &Opened, notes: &mut Vec<String>) -> MetricPlan {
+    let manifest = opened.reader.manifest();
     let topk_spec = manifest.targets.mlm_topk.clone();
     let temps = topk_spec.as_ref().map(|s| s.temperatures.clone());
     let temps = temps.unwrap_or_default();
@@ -186,10 +253,10 @@ pub fn evaluate_student(
     } else if !temps.contains(&1.0) {
         notes.push("the cache has no log-partition at T = 1: no KL".into());
     }
-    let last = cache_cfg.num_hidden_layers as u32;
+    let last = opened.cache_cfg.num_hidden_layers as u32;
     let slot =
         (manifest.targets.hidden.as_ref()).and_then(|h| h.layers.iter().position(|&l| l == last));
-    let widths = (s_cfg.hidden_size, cache_cfg.hidden_size);
+    let widths = (opened.s_cfg.hidden_size, opened.cache_cfg.hidden_size);
     if slot.is_none() {
         notes.push("no hidden state of the teacher's last layer in the cache: no cosine".into());
     } else if widths.0 != widths.1 {
@@ -198,14 +265,27 @@ pub fn evaluate_student(
             widths.0, widths.1
         ));
     }
-    let hidden_slot = slot.filter(|_| widths.0 == widths.1);
+    MetricPlan {
+        topk_spec,
+        temps,
+        hidden_slot: slot.filter(|_| widths.0 == widths.1),
+    }
+}
 
+/// Runs student (and teacher) over the records in batches, timing both, and scores them.
+fn run_batches(
+    opened: &Opened,
+    plan: &MetricPlan,
+    opts: &EvalOptions,
+    device: &Device,
+) -> Result<Totals> {
+    let (s_model, s_cfg, teacher) = (&opened.student, &opened.s_cfg, &opened.teacher);
     let mut tot = Totals::default();
-    let mut records = reader.iter().take(opts.max_records.unwrap_or(usize::MAX));
+    let mut records = (opened.reader.iter()).take(opts.max_records.unwrap_or(usize::MAX));
     for batch in 0.. {
         let mut chunk: Vec<Record> = (records.by_ref().take(opts.batch_size.max(1)))
             .collect::<std::result::Result<_, _>>()?;
-        if topk_spec.as_ref().is_some_and(|t| !t.positions.is_masked()) {
+        if (plan.topk_spec.as_ref()).is_some_and(|t| !t.positions.is_masked()) {
             crate::loss_terms::topk_at_masked_positions(&mut chunk)?;
         }
         if chunk.is_empty() {
@@ -213,14 +293,14 @@ pub fn evaluate_student(
         }
         let (input, flat) = batch_input(&chunk, s_cfg.pad_token_id, device)?;
         let time_teacher = || -> Result<f64> {
-            match &teacher {
+            match teacher {
                 Some(t) => Ok(forward(t, &input, &flat)?.2),
                 None => Ok(0.0),
             }
         };
         if batch == 0 {
             // Warm-up, untimed.
-            forward(&s_model, &input, &flat)?;
+            forward(s_model, &input, &flat)?;
             time_teacher()?;
         }
         let (mut s_best, mut t_best, mut outputs) = (f64::INFINITY, f64::INFINITY, None);
@@ -230,7 +310,7 @@ pub fn evaluate_student(
             if teacher_first {
                 t_best = t_best.min(time_teacher()?);
             }
-            let (logits, hidden, secs) = forward(&s_model, &input, &flat)?;
+            let (logits, hidden, secs) = forward(s_model, &input, &flat)?;
             s_best = s_best.min(secs);
             outputs.get_or_insert((logits, hidden));
             if !teacher_first {
@@ -239,33 +319,43 @@ pub fn evaluate_student(
         }
         (tot.student_s, tot.teacher_s) = (tot.student_s + s_best, tot.teacher_s + t_best);
         let (logits, hidden) = outputs.expect("at least one forward pass");
+        let hidden_slot = plan.hidden_slot;
         let hidden = (hidden_slot.map(|_| hidden.to_dtype(DType::F32)?.to_vec3())).transpose()?;
         tot.add_batch(
             &chunk,
             &logits,
             s_cfg.vocab_size,
             hidden.zip(hidden_slot),
-            &temps,
+            &plan.temps,
         )?;
     }
-    if tot.records == 0 {
-        return Err(Error::Config(format!(
-            "cache {cache} has no record to evaluate"
-        )));
-    }
+    Ok(tot)
+}
+
+/// The report from the sums of the batches.
+fn finish_report(
+    student_dir: &Path,
+    cache_dir: &Path,
+    opts: &EvalOptions,
+    opened: &Opened,
+    plan: &MetricPlan,
+    tot: &Totals,
+    notes: Vec<String>,
+) -> EvalReport {
+    let (s_cfg, t_cfg) = (&opened.s_cfg, &opened.t_cfg);
     let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
-    let has_topk = topk_spec.is_some();
+    let has_topk = plan.topk_spec.is_some();
     let student_top1 = ratio(tot.student_hits, tot.positions).unwrap_or(0.0);
     let teacher_top1 = ratio(tot.teacher_hits, tot.topk_positions).filter(|_| has_topk);
-    let (student_params, teacher_params) = (mlm_param_count(s_cfg), mlm_param_count(&t_cfg));
+    let (student_params, teacher_params) = (mlm_param_count(s_cfg), mlm_param_count(t_cfg));
     let per_s = |secs: f64| tot.tokens as f64 / secs.max(1e-12);
     let (student_tps, teacher_tps) = (
         per_s(tot.student_s),
-        teacher.as_ref().map(|_| per_s(tot.teacher_s)),
+        opened.teacher.as_ref().map(|_| per_s(tot.teacher_s)),
     );
-    Ok(EvalReport {
-        student: name.to_string(),
-        cache: cache.to_string(),
+    EvalReport {
+        student: student_dir.display().to_string(),
+        cache: cache_dir.display().to_string(),
         teacher: opts.teacher.as_ref().map(|d| d.display().to_string()),
         records: tot.records,
         tokens: tot.tokens,
@@ -276,7 +366,7 @@ pub fn evaluate_student(
         teacher_top1,
         agreement: ratio(tot.agree, tot.topk_positions).filter(|_| has_topk),
         kl: (tot.kl_positions > 0).then(|| tot.kl / tot.kl_positions as f64),
-        topk: topk_spec.map(|s| s.k),
+        topk: plan.topk_spec.as_ref().map(|s| s.k),
         hidden_cosine: (tot.cos_tokens > 0).then(|| tot.cos / tot.cos_tokens as f64),
         student_params,
         teacher_params,
@@ -286,7 +376,7 @@ pub fn evaluate_student(
         speedup: teacher_tps.map(|t| student_tps / t),
         retained: teacher_top1.filter(|&t| t > 0.0).map(|t| student_top1 / t),
         notes,
-    })
+    }
 }
 
 /// Loads `dir` as a `BertForMaskedLM` (`fresh_heads`: a missing MLM head is initialised).
