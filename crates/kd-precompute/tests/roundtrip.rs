@@ -14,10 +14,10 @@ use common::{asset, small_run, speech_corpus};
 use kd_bert::{load_model, Architecture, Bert, BertInput, ForwardCtx, LoadOptions};
 use kd_cache::{CacheReader, Manifest, Precision, Quantized, Record, Sampled, TargetSpec, TopK};
 use kd_data::{collate, BatchItem, MaskConfig, MaskedSequence, Masker, TextEncoder};
-use kd_teacher::targets::sample_rng;
 use kd_precompute::plan::plan_shards;
 use kd_precompute::sources::SourceConfig;
 use kd_precompute::{run_precompute, PrecomputeConfig};
+use kd_teacher::targets::sample_rng;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
