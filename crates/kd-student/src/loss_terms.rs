@@ -3,7 +3,7 @@
 //! teacher records into one scalar per entry, by the kd-distill functions.
 
 use crate::layer_map::LayerMatch;
-use crate::loss_spec::{LayerLoss, LossSpec, ProjectionKind, SoftCe, SoftTargetSource};
+use crate::loss_spec::{LossSpec, ProjectionKind, SoftCe, SoftTargetSource};
 use crate::student::{StudentOutputs, Wants};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -304,8 +304,8 @@ pub fn term(loss: &ResolvedLoss, out: &StudentOutputs, inp: &TermInputs) -> Resu
             let t = Tensor::from_vec(t, (inp.records.len(), c), dev)?.to_dtype(s.dtype())?;
             Ok(logit_mse(s, &t)?)
         }
-        LossSpec::HiddenCos(l) | LossSpec::HiddenMse(l) | LossSpec::EmbeddingMse(l) => {
-            layer_terms(loss, l, out, inp)
+        LossSpec::HiddenCos(_) | LossSpec::HiddenMse(_) | LossSpec::EmbeddingMse(_) => {
+            layer_terms(loss, out, inp)
         }
         LossSpec::AttentionMse(_) => attention_terms(loss, out, inp),
     }
@@ -388,13 +388,8 @@ fn teacher_hidden(inp: &TermInputs, layer: usize, h: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(teacher, (b, l, h), inp.device)?)
 }
 
-fn layer_terms(
-    loss: &ResolvedLoss,
-    l: &LayerLoss,
-    out: &StudentOutputs,
-    inp: &TermInputs,
-) -> Result<Tensor> {
-    let _ = l;
+/// A hidden-state loss (`hidden_cos`, `hidden_mse`, `embedding_mse`) summed over its pairs.
+fn layer_terms(loss: &ResolvedLoss, out: &StudentOutputs, inp: &TermInputs) -> Result<Tensor> {
     let mut total: Option<Tensor> = None;
     for (i, &(s, t)) in loss.pairs.iter().enumerate() {
         let student = out
