@@ -165,8 +165,17 @@ pub fn run_training(
     if cfg.grad_accum == 0 {
         return Err(Error::InvalidConfig("grad_accum must be > 0".into()));
     }
-    let ckpt_dir = run_dir.join("checkpoints");
-    let manager = CheckpointManager::new(&ckpt_dir, cfg.keep_last.max(1))?;
+    let manager = CheckpointManager::new(run_dir.join("checkpoints"), cfg.keep_last.max(1))?;
+    let (total, schedule) = plan_steps(task, cfg)?;
+    let mut run = Run::open(
+        task, varmap, opt, cfg, run_dir, device, manager, total, schedule,
+    )?;
+    run.epochs(task, opt)?;
+    run.finish(task, opt)
+}
+
+/// The number of optimizer steps of the run and its learning-rate schedule.
+fn plan_steps(task: &mut dyn TrainTask, cfg: &LoopConfig) -> Result<(u64, Schedule)> {
     let per_epoch = task.epoch_batches(0)?.len() as u64;
     if per_epoch == 0 {
         return Err(Error::InvalidConfig(
@@ -178,145 +187,241 @@ pub fn run_training(
     if let Some(m) = cfg.max_steps {
         total = total.min(m);
     }
-    let schedule = cfg.resolve_schedule(total)?;
-    let mut state = TrainState::new(cfg.seed);
-    let mut resumed_from = None;
-    if let Some(ck) = manager.load_latest(device)? {
-        ck.restore_weights(varmap)?;
-        ck.restore_optimizer(opt)?;
-        task.restore_task_state(&ck.state.extra)?;
-        state = ck.state.train.clone();
-        resumed_from = Some(state.step);
-    }
-    let mut metrics = match resumed_from {
-        Some(step) => MetricsWriter::open_resumed(run_dir.join("metrics.jsonl"), step)?,
-        None => MetricsWriter::open(run_dir.join("metrics.jsonl"))?,
-    };
-    let progress = Progress::new(total, "train");
-    progress.set_position(state.step);
-    let vars = opt.trainable();
-    let mut accum = GradAccumulator::new(vars.clone());
-    let started = Instant::now();
-    let (mut tokens, mut window_loss, mut window_n) = (0usize, 0f64, 0usize);
-    let mut window_terms: BTreeMap<String, f64> = BTreeMap::new();
-    let mut phases = PhaseTimes::default();
-    let mut last_loss = f64::NAN;
-    let save = |state: &TrainState, opt: &AdamW, extra: serde_json::Value| {
-        manager.save(
+    Ok((total, cfg.resolve_schedule(total)?))
+}
+
+/// A run in progress: where it is, what it has accumulated, where it writes.
+struct Run<'a> {
+    cfg: &'a LoopConfig,
+    varmap: &'a VarMap,
+    manager: CheckpointManager,
+    schedule: Schedule,
+    total: u64,
+    state: TrainState,
+    resumed_from: Option<u64>,
+    metrics: MetricsWriter,
+    progress: Progress,
+    vars: Vec<(String, candle_core::Var)>,
+    accum: GradAccumulator,
+    started: Instant,
+    /// Tokens since this process started.
+    tokens: usize,
+    /// Loss and terms summed over the micro-batches of the current logging window.
+    window_loss: f64,
+    window_n: usize,
+    window_terms: BTreeMap<String, f64>,
+    phases: PhaseTimes,
+    last_loss: f64,
+}
+
+impl<'a> Run<'a> {
+    /// Restores the latest checkpoint, if any, and opens the metrics log and progress bar.
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        task: &mut dyn TrainTask,
+        varmap: &'a VarMap,
+        opt: &mut AdamW,
+        cfg: &'a LoopConfig,
+        run_dir: &Path,
+        device: &Device,
+        manager: CheckpointManager,
+        total: u64,
+        schedule: Schedule,
+    ) -> Result<Self> {
+        let mut state = TrainState::new(cfg.seed);
+        let mut resumed_from = None;
+        if let Some(ck) = manager.load_latest(device)? {
+            ck.restore_weights(varmap)?;
+            ck.restore_optimizer(opt)?;
+            task.restore_task_state(&ck.state.extra)?;
+            state = ck.state.train.clone();
+            resumed_from = Some(state.step);
+        }
+        let metrics = match resumed_from {
+            Some(step) => MetricsWriter::open_resumed(run_dir.join("metrics.jsonl"), step)?,
+            None => MetricsWriter::open(run_dir.join("metrics.jsonl"))?,
+        };
+        let progress = Progress::new(total, "train");
+        progress.set_position(state.step);
+        let vars = opt.trainable();
+        let accum = GradAccumulator::new(vars.clone());
+        Ok(Self {
+            cfg,
             varmap,
-            opt,
-            &TrainerState::new(state.clone(), schedule, extra),
-        )
-    };
-    'epochs: while state.epoch < cfg.epochs && state.step < total {
-        let batches = task.epoch_batches(state.epoch)?;
-        let n = batches.len() as u64;
-        if n == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "epoch {} has no micro-batch: there is no training data for it",
-                state.epoch
-            )));
-        }
-        while state.micro_batch < n {
-            let t0 = Instant::now();
-            let index = state.micro_batch as usize;
-            let mb = task.micro_batch(index, &batches[index], state.rng())?;
-            let loss = mb
-                .loss
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-            let t1 = Instant::now();
-            phases.forward_s += (t1 - t0).as_secs_f64();
-            if !loss.is_finite() {
-                return Err(non_finite("loss", loss, state.step, &ckpt_dir));
+            manager,
+            schedule,
+            total,
+            state,
+            resumed_from,
+            metrics,
+            progress,
+            vars,
+            accum,
+            started: Instant::now(),
+            tokens: 0,
+            window_loss: 0.0,
+            window_n: 0,
+            window_terms: BTreeMap::new(),
+            phases: PhaseTimes::default(),
+            last_loss: f64::NAN,
+        })
+    }
+
+    /// Runs epochs until the last one or the last step; each full epoch ends with the task's
+    /// evaluation and a checkpoint.
+    fn epochs(&mut self, task: &mut dyn TrainTask, opt: &mut AdamW) -> Result<()> {
+        while self.state.epoch < self.cfg.epochs && self.state.step < self.total {
+            let batches = task.epoch_batches(self.state.epoch)?;
+            let n = batches.len() as u64;
+            if n == 0 {
+                return Err(Error::InvalidConfig(format!(
+                    "epoch {} has no micro-batch: there is no training data for it",
+                    self.state.epoch
+                )));
             }
-            accum.add(&mb.loss.backward()?)?;
-            phases.backward_s += t1.elapsed().as_secs_f64();
-            state.advance_micro_batch();
-            tokens += mb.tokens;
-            window_loss += loss;
-            window_n += 1;
-            for (k, v) in mb.terms {
-                *window_terms.entry(k).or_default() += v;
-            }
-            let boundary = accum.micro_batches() == cfg.grad_accum || state.micro_batch == n;
-            if !boundary {
-                continue;
-            }
-            let t2 = Instant::now();
-            let mut grads = accum.finish()?;
-            let norm = match cfg.max_grad_norm {
-                Some(max) => clip_grad_norm(&mut grads, &vars, max)?,
-                None => crate::grads::global_norm(&grads, &vars)?,
-            };
-            if !norm.is_finite() {
-                return Err(non_finite("gradient norm", norm, state.step, &ckpt_dir));
-            }
-            let lr = schedule.lr(cfg.lr, state.step);
-            opt.set_lr(lr)?;
-            opt.step(&grads)?;
-            phases.optimizer_s += t2.elapsed().as_secs_f64();
-            phases.steps += 1;
-            state.advance_step();
-            progress.set_position(state.step);
-            if state.step.is_multiple_of(cfg.log_every.max(1)) || state.step == total {
-                last_loss = window_loss / window_n.max(1) as f64;
-                let elapsed = started.elapsed().as_secs_f64();
-                let mut line = serde_json::json!({
-                    "step": state.step, "epoch": state.epoch, "lr": lr, "loss": last_loss,
-                    "grad_norm": norm, "tokens_per_s": tokens as f64 / elapsed.max(1e-9),
-                    "elapsed_s": elapsed,
-                });
-                for (k, v) in &window_terms {
-                    line[k] = serde_json::json!(v / window_n.max(1) as f64);
+            while self.state.micro_batch < n {
+                self.micro_batch(task, &batches)?;
+                let boundary = self.accum.micro_batches() == self.cfg.grad_accum
+                    || self.state.micro_batch == n;
+                if !boundary {
+                    continue;
                 }
-                phases.drain_into(&mut line);
-                metrics.write(&line)?;
-                progress.set_message(format!("loss {last_loss:.4}"));
-                (window_loss, window_n) = (0.0, 0);
-                window_terms.clear();
+                self.optimizer_step(opt)?;
+                // The last step is checkpointed by `finish`, after its evaluation, so that a
+                // checkpoint at `total` always means a finished run.
+                let every = self.cfg.checkpoint_every;
+                if every > 0
+                    && self.state.step.is_multiple_of(every)
+                    && self.state.step < self.total
+                {
+                    self.save(opt, task.task_state())?;
+                }
+                if self.state.step >= self.total {
+                    return Ok(());
+                }
             }
-            // The last step is checkpointed below, after its evaluation, so that a checkpoint
-            // at `total` always means a finished run.
-            if cfg.checkpoint_every > 0
-                && state.step.is_multiple_of(cfg.checkpoint_every)
-                && state.step < total
-            {
-                save(&state, opt, task.task_state())?;
-            }
-            if state.step >= total {
-                break 'epochs;
-            }
+            self.evaluate(task)?;
+            self.state.next_epoch();
+            self.save(opt, task.task_state())?;
         }
-        let eval = task.end_of_epoch(state.epoch, state.step)?;
-        if !eval.is_null() {
-            metrics.write(
-                &serde_json::json!({"step": state.step, "epoch": state.epoch, "eval": eval}),
-            )?;
-        }
-        state.next_epoch();
-        save(&state, opt, task.task_state())?;
+        Ok(())
     }
-    // A rerun of a finished run takes no step: its final evaluation is already logged.
-    let finished_before = resumed_from == Some(state.step);
-    if (state.micro_batch > 0 || state.epoch < cfg.epochs) && !finished_before {
-        // Stopped by max_steps inside an epoch: evaluate and checkpoint the final state.
-        let eval = task.end_of_epoch(state.epoch, state.step)?;
-        if !eval.is_null() {
-            metrics.write(
-                &serde_json::json!({"step": state.step, "epoch": state.epoch, "eval": eval}),
-            )?;
+
+    /// Forward and backward of the next micro-batch of `batches`, its gradients accumulated.
+    fn micro_batch(&mut self, task: &mut dyn TrainTask, batches: &[Vec<usize>]) -> Result<()> {
+        let t0 = Instant::now();
+        let index = self.state.micro_batch as usize;
+        let mb = task.micro_batch(index, &batches[index], self.state.rng())?;
+        let loss = mb
+            .loss
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+        let t1 = Instant::now();
+        self.phases.forward_s += (t1 - t0).as_secs_f64();
+        if !loss.is_finite() {
+            return Err(non_finite(
+                "loss",
+                loss,
+                self.state.step,
+                self.manager.dir(),
+            ));
         }
-        save(&state, opt, task.task_state())?;
+        self.accum.add(&mb.loss.backward()?)?;
+        self.phases.backward_s += t1.elapsed().as_secs_f64();
+        self.state.advance_micro_batch();
+        self.tokens += mb.tokens;
+        self.window_loss += loss;
+        self.window_n += 1;
+        for (k, v) in mb.terms {
+            *self.window_terms.entry(k).or_default() += v;
+        }
+        Ok(())
     }
-    progress.finish();
-    Ok(RunSummary {
-        steps: state.step,
-        resumed_from,
-        last_loss,
-        tokens_per_s: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
-        checkpoints: ckpt_dir,
-    })
+
+    /// Clipping, the scheduled learning rate and AdamW over the accumulated gradients; logs
+    /// the step when the logging window ends.
+    fn optimizer_step(&mut self, opt: &mut AdamW) -> Result<()> {
+        let t2 = Instant::now();
+        let mut grads = self.accum.finish()?;
+        let norm = match self.cfg.max_grad_norm {
+            Some(max) => clip_grad_norm(&mut grads, &self.vars, max)?,
+            None => crate::grads::global_norm(&grads, &self.vars)?,
+        };
+        if !norm.is_finite() {
+            let dir = self.manager.dir();
+            return Err(non_finite("gradient norm", norm, self.state.step, dir));
+        }
+        let lr = self.schedule.lr(self.cfg.lr, self.state.step);
+        opt.set_lr(lr)?;
+        opt.step(&grads)?;
+        self.phases.optimizer_s += t2.elapsed().as_secs_f64();
+        self.phases.steps += 1;
+        self.state.advance_step();
+        self.progress.set_position(self.state.step);
+        let step = self.state.step;
+        if step.is_multiple_of(self.cfg.log_every.max(1)) || step == self.total {
+            self.log_step(lr, norm)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the metrics line of the logging window that just ended and starts a new one.
+    fn log_step(&mut self, lr: f64, norm: f64) -> Result<()> {
+        let n = self.window_n.max(1) as f64;
+        self.last_loss = self.window_loss / n;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let mut line = serde_json::json!({
+            "step": self.state.step, "epoch": self.state.epoch, "lr": lr,
+            "loss": self.last_loss, "grad_norm": norm,
+            "tokens_per_s": self.tokens as f64 / elapsed.max(1e-9), "elapsed_s": elapsed,
+        });
+        for (k, v) in &self.window_terms {
+            line[k] = serde_json::json!(v / n);
+        }
+        self.phases.drain_into(&mut line);
+        self.metrics.write(&line)?;
+        self.progress
+            .set_message(format!("loss {:.4}", self.last_loss));
+        (self.window_loss, self.window_n) = (0.0, 0);
+        self.window_terms.clear();
+        Ok(())
+    }
+
+    /// The task's evaluation at the current step, logged when it reports something.
+    fn evaluate(&mut self, task: &mut dyn TrainTask) -> Result<()> {
+        let eval = task.end_of_epoch(self.state.epoch, self.state.step)?;
+        if !eval.is_null() {
+            self.metrics.write(&serde_json::json!({
+                "step": self.state.step, "epoch": self.state.epoch, "eval": eval
+            }))?;
+        }
+        Ok(())
+    }
+
+    /// A checkpoint of the current state.
+    fn save(&self, opt: &AdamW, extra: serde_json::Value) -> Result<()> {
+        let state = TrainerState::new(self.state.clone(), self.schedule, extra);
+        self.manager.save(self.varmap, opt, &state).map(|_| ())
+    }
+
+    /// A run stopped by `max_steps` inside an epoch evaluates and checkpoints its final state
+    /// (a rerun of a finished run takes no step: its final evaluation is already logged).
+    fn finish(mut self, task: &mut dyn TrainTask, opt: &AdamW) -> Result<RunSummary> {
+        let finished_before = self.resumed_from == Some(self.state.step);
+        let stopped_inside = self.state.micro_batch > 0 || self.state.epoch < self.cfg.epochs;
+        if stopped_inside && !finished_before {
+            self.evaluate(task)?;
+            self.save(opt, task.task_state())?;
+        }
+        self.progress.finish();
+        Ok(RunSummary {
+            steps: self.state.step,
+            resumed_from: self.resumed_from,
+            last_loss: self.last_loss,
+            tokens_per_s: self.tokens as f64 / self.started.elapsed().as_secs_f64().max(1e-9),
+            checkpoints: self.manager.dir().to_path_buf(),
+        })
+    }
 }
 
 fn non_finite(what: &'static str, value: f64, step: u64, dir: &Path) -> Error {
