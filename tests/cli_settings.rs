@@ -77,13 +77,7 @@ fn misspelt_choices_are_refused_naming_the_value_and_the_choices() {
 #[test]
 fn a_layer_map_past_either_model_is_refused_naming_both_layer_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus");
-    std::fs::create_dir(&corpus).unwrap();
-    std::fs::copy(
-        asset("sotu").join("1790_george_washington_n.txt"),
-        corpus.join("a.txt"),
-    )
-    .unwrap();
+    let corpus = one_speech_corpus(dir.path());
     let cache = dir.path().join("cache");
     let line = "precompute --teacher {} --corpus {} --out {} --targets hidden:1,2 \
                 --max-sequences 16 --max-len 64";
@@ -123,13 +117,7 @@ fn a_layer_map_past_either_model_is_refused_naming_both_layer_counts() {
 #[test]
 fn soft_targets_at_every_token_need_a_cache_with_a_row_per_token() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus");
-    std::fs::create_dir(&corpus).unwrap();
-    std::fs::copy(
-        asset("sotu").join("1790_george_washington_n.txt"),
-        corpus.join("a.txt"),
-    )
-    .unwrap();
+    let corpus = one_speech_corpus(dir.path());
     let settings = dir.path().join("s.toml");
     std::fs::write(
         &settings,

@@ -59,13 +59,7 @@ fn train(cache: &Path, out: &Path, student: &Path, settings: &Path) -> std::proc
 #[test]
 fn a_tinybert_student_trains_from_the_cache_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus");
-    std::fs::create_dir(&corpus).unwrap();
-    std::fs::copy(
-        asset("sotu").join("1790_george_washington_n.txt"),
-        corpus.join("a.txt"),
-    )
-    .unwrap();
+    let corpus = one_speech_corpus(dir.path());
     let cache = dir.path().join("cache");
     let line = "precompute --teacher {} --corpus {} --out {} \
                 --targets mlm-topk:k=8,t=1,hidden:0,2,attention:2 --max-sequences 40 --max-len 48";

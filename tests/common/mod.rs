@@ -61,3 +61,15 @@ pub fn fails_with(o: Output, needles: &[&str]) -> String {
     }
     err
 }
+
+/// `dir/corpus` holding one State of the Union speech (1790), for small caches.
+pub fn one_speech_corpus(dir: &Path) -> PathBuf {
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    std::fs::copy(
+        asset("sotu").join("1790_george_washington_n.txt"),
+        corpus.join("a.txt"),
+    )
+    .unwrap();
+    corpus
+}
