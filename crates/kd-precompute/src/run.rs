@@ -12,7 +12,7 @@ use crate::sources::{Sequence, SourceConfig};
 use crate::{Error, Result};
 use candle_core::Device;
 use kd_bert::tokenizer::{load_tokenizer, tokenizer_source};
-use kd_bert::{load_model, Architecture, Bert, BertConfig, LoadOptions};
+use kd_bert::{load_model, Architecture, Bert, BertConfig};
 use kd_cache::writer::{ShardWriter, WriterOptions};
 use kd_cache::{
     Backend, CorpusFile, FileRef, Manifest, MaskingParams, Part, Record, ShardInfo, TargetSpec,
@@ -200,32 +200,18 @@ struct Opened {
 /// Loads the teacher with the heads `spec` needs, its tokenizer and the sequences; creates the
 /// output folder; builds the masker (corpus input only).
 fn open_inputs(cfg: &PrecomputeConfig, spec: &TargetSpec, device: &Device) -> Result<Opened> {
-    let arch = if spec.logits {
-        Architecture::SequenceClassification
-    } else if spec.mlm_topk.is_some() || spec.mlm_sampled.is_some() {
-        Architecture::MaskedLm
-    } else {
-        Architecture::Base
-    };
-    let loaded = load_model(
-        &cfg.teacher,
-        &LoadOptions {
-            architecture: Some(arch),
-            // Hidden-state and attention targets never use the pooler, which a masked-LM
-            // checkpoint does not have.
-            fresh_heads: arch == Architecture::Base,
-            device: device.clone(),
-            ..LoadOptions::default()
-        },
-    )
-    .map_err(|e| match (&e, arch) {
-        (kd_bert::Error::Mismatch { .. }, Architecture::MaskedLm) => Error::Config(format!(
-            "the teacher in {} has no MLM head for mlm targets ({e}); fit one with \
+    let options = kd_teacher::targets::teacher_load_options(spec, device);
+    let loaded =
+        load_model(&cfg.teacher, &options).map_err(|e| match (&e, options.architecture) {
+            (kd_bert::Error::Mismatch { .. }, Some(Architecture::MaskedLm)) => {
+                Error::Config(format!(
+                    "the teacher in {} has no MLM head for mlm targets ({e}); fit one with \
              `kd finetune --objective mlm`",
-            cfg.teacher.display()
-        )),
-        _ => e.into(),
-    })?;
+                    cfg.teacher.display()
+                ))
+            }
+            _ => e.into(),
+        })?;
     let teacher = loaded.inference_model()?;
     let tokenizer = load_tokenizer(&cfg.teacher)?;
     let encoder = TextEncoder::new(&tokenizer)?;

@@ -206,12 +206,12 @@ fn check_cache(
 }
 
 /// The teacher of the online reference, on `device`.
-fn online_teacher(dir: &Path, device: &Device) -> Result<kd_bert::Bert> {
-    let opts = kd_bert::LoadOptions {
-        architecture: Some(kd_bert::Architecture::MaskedLm),
-        device: device.clone(),
-        ..kd_bert::LoadOptions::default()
-    };
+fn online_teacher(
+    dir: &Path,
+    targets: &kd_cache::TargetSpec,
+    device: &Device,
+) -> Result<kd_bert::Bert> {
+    let opts = kd_teacher::targets::teacher_load_options(targets, device);
     Ok(kd_bert::load_model(dir, &opts)?.inference_model()?)
 }
 
@@ -268,7 +268,10 @@ pub fn run_distil(
     let tok = kd_bert::tokenizer::load_tokenizer(tokenizer_dir)?;
     let pad = kd_data::SpecialTokens::from_tokenizer(&tok)?.pad;
     let online = match &cfg.online {
-        Some(dir) => Some((online_teacher(dir, device)?, manifest.targets.clone())),
+        Some(dir) => Some((
+            online_teacher(dir, &manifest.targets, device)?,
+            manifest.targets.clone(),
+        )),
         None => None,
     };
     let stream = StreamConfig {

@@ -5,7 +5,7 @@
 use crate::Result;
 use candle_core::{DType, IndexOp, Tensor};
 use kd_bert::model::gather_positions;
-use kd_bert::{Bert, ForwardCtx};
+use kd_bert::{Architecture, Bert, ForwardCtx, LoadOptions};
 use kd_cache::{LayerValues, Quantized, Record, Sampled, TargetSpec, TopK};
 use kd_core::rng::SeedHash;
 use kd_data::Batch;
@@ -19,6 +19,25 @@ pub fn sample_rng(seed: u64, epoch: u32, seq_id: u64) -> ChaCha8Rng {
         .u64(u64::from(epoch))
         .u64(seq_id)
         .rng()
+}
+
+/// The load options of a teacher that produces `spec`: the heads it needs (classifier for
+/// logits, MLM head for MLM targets, none otherwise: hidden-state and attention targets never
+/// use the pooler, which a masked-LM checkpoint does not have).
+pub fn teacher_load_options(spec: &TargetSpec, device: &candle_core::Device) -> LoadOptions {
+    let arch = if spec.logits {
+        Architecture::SequenceClassification
+    } else if spec.mlm_topk.is_some() || spec.mlm_sampled.is_some() {
+        Architecture::MaskedLm
+    } else {
+        Architecture::Base
+    };
+    LoadOptions {
+        architecture: Some(arch),
+        fresh_heads: arch == Architecture::Base,
+        device: device.clone(),
+        ..LoadOptions::default()
+    }
 }
 
 /// Runs `teacher` on `batch` and returns its records, in batch row order.
