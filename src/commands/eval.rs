@@ -5,7 +5,8 @@
 use super::{check_model_dir, GlobalArgs};
 use anyhow::{Context, Result};
 use clap::Args;
-use kd_student::eval::{evaluate_student, EvalOptions};
+use kd_student::eval::{evaluate_layers, evaluate_student, EvalOptions};
+use kd_student::layer_map::LayerMatch;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -33,6 +34,33 @@ pub struct EvalArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also compare mapped layers (TinyBERT students): `uniform` (n = g(m)), `last`, or
+    /// `S:T,S:T,...` pairs of student and teacher layers (0 = embeddings).
+    #[arg(long, value_name = "MAP")]
+    layers: Option<String>,
+    /// The run's projections.safetensors, for layers of different widths.
+    #[arg(long, value_name = "FILE")]
+    projections: Option<PathBuf>,
+}
+
+/// A `--layers` value as a layer match.
+fn parse_layer_map(text: &str) -> Result<LayerMatch> {
+    let map = match text {
+        "uniform" => serde_json::json!({"map": "uniform"}),
+        "last" => serde_json::json!({}),
+        pairs => {
+            let list: Vec<[usize; 2]> = pairs
+                .split(',')
+                .map(|p| {
+                    let (s, t) = p.split_once(':').context("expected S:T")?;
+                    Ok([s.trim().parse()?, t.trim().parse()?])
+                })
+                .collect::<Result<_>>()
+                .with_context(|| format!("--layers {text:?}: expected uniform, last or S:T,..."))?;
+            serde_json::json!({ "map": list })
+        }
+    };
+    Ok(serde_json::from_value(map)?)
 }
 
 /// Runs `kd eval`.
@@ -49,12 +77,51 @@ pub fn run(a: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     };
     let report = evaluate_student(&a.student, &a.cache, &opts, &global.device()?)
         .with_context(|| format!("cannot evaluate {}", a.student.display()))?;
+    let layers = match &a.layers {
+        Some(map) => Some(
+            evaluate_layers(
+                &a.student,
+                &a.cache,
+                &parse_layer_map(map)?,
+                a.projections.as_deref(),
+                a.batch_size,
+                a.max_records,
+                &global.device()?,
+            )
+            .with_context(|| format!("cannot compare the layers of {}", a.student.display()))?,
+        ),
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
     if a.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(l) = &layers {
+            v["layers"] = serde_json::to_value(l)?;
+        }
+        serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else {
         write!(out, "{report}")?;
+        if let Some(l) = &layers {
+            let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4e}"));
+            writeln!(
+                out,
+                "\nlayers (student -> teacher)  hidden MSE   cosine  attention MSE  attention KL"
+            )?;
+            for m in l {
+                writeln!(
+                    out,
+                    "  {:>2} -> {:<2} {:>24} {:>8} {:>14} {:>13}",
+                    m.student_layer,
+                    m.teacher_layer,
+                    f(m.hidden_mse),
+                    m.hidden_cosine
+                        .map_or("-".to_string(), |c| format!("{c:.4}")),
+                    f(m.attention_mse),
+                    f(m.attention_kl)
+                )?;
+            }
+        }
     }
     Ok(())
 }

@@ -20,10 +20,12 @@
 //! alternating which runs first, after one untimed pass each; with `timing_repeats > 1` each
 //! batch counts its fastest pass.
 
+mod layers;
 mod metrics;
 mod suite;
 mod table;
 
+pub use layers::{evaluate_layers, LayerMetrics};
 pub use suite::{run_suite, EvalSuite, SuiteReport};
 
 use crate::{Error, Result};
