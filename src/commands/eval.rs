@@ -77,8 +77,9 @@ pub fn run(a: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     };
     let report = evaluate_student(&a.student, &a.cache, &opts, &global.device()?)
         .with_context(|| format!("cannot evaluate {}", a.student.display()))?;
-    let layers = match &a.layers {
-        Some(map) => Some(
+    let mut report = report;
+    if let Some(map) = &a.layers {
+        report.layer_metrics = Some(
             evaluate_layers(
                 &a.student,
                 &a.cache,
@@ -89,39 +90,14 @@ pub fn run(a: &EvalArgs, global: &GlobalArgs) -> Result<()> {
                 &global.device()?,
             )
             .with_context(|| format!("cannot compare the layers of {}", a.student.display()))?,
-        ),
-        None => None,
-    };
+        );
+    }
     let mut out = std::io::stdout().lock();
     if a.json {
-        let mut v = serde_json::to_value(&report)?;
-        if let Some(l) = &layers {
-            v["layers"] = serde_json::to_value(l)?;
-        }
-        serde_json::to_writer_pretty(&mut out, &v)?;
+        serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
         write!(out, "{report}")?;
-        if let Some(l) = &layers {
-            let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4e}"));
-            writeln!(
-                out,
-                "\nlayers (student -> teacher)  hidden MSE   cosine  attention MSE  attention KL"
-            )?;
-            for m in l {
-                writeln!(
-                    out,
-                    "  {:>2} -> {:<2} {:>24} {:>8} {:>14} {:>13}",
-                    m.student_layer,
-                    m.teacher_layer,
-                    f(m.hidden_mse),
-                    m.hidden_cosine
-                        .map_or("-".to_string(), |c| format!("{c:.4}")),
-                    f(m.attention_mse),
-                    f(m.attention_kl)
-                )?;
-            }
-        }
     }
     Ok(())
 }

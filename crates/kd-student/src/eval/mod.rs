@@ -114,6 +114,9 @@ pub struct EvalReport {
     pub retained: Option<f64>,
     /// Why a metric is missing, and other caveats.
     pub notes: Vec<String>,
+    /// Mapped layers compared one by one, when asked for ([`evaluate_layers`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_metrics: Option<Vec<LayerMetrics>>,
 }
 
 /// Parameters of a `BertForMaskedLM` with `c` (embeddings, encoder, MLM transform and output
@@ -378,6 +381,7 @@ fn finish_report(
         speedup: teacher_tps.map(|t| student_tps / t),
         retained: teacher_top1.filter(|&t| t > 0.0).map(|t| student_top1 / t),
         notes,
+        layer_metrics: None,
     }
 }
 

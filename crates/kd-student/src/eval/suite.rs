@@ -31,6 +31,11 @@ pub struct EvalSuite {
     /// Where to write the reports as JSON (atomically); none when absent.
     #[serde(default)]
     pub out: Option<PathBuf>,
+    /// Also compare these mapped layers (TinyBERT students), through the projections a
+    /// training run saved beside each student (`<run>/projections.safetensors` for
+    /// `<run>/model`).
+    #[serde(default)]
+    pub layers: Option<crate::layer_map::LayerMatch>,
 }
 
 fn default_batch_size() -> usize {
@@ -63,7 +68,23 @@ pub fn run_suite(suite: &EvalSuite, device: &Device) -> Result<SuiteReport> {
     };
     let mut students = Vec::with_capacity(suite.students.len());
     for dir in &suite.students {
-        students.push(evaluate_student(dir, &suite.cache, &opts, device)?);
+        let mut report = evaluate_student(dir, &suite.cache, &opts, device)?;
+        if let Some(layers) = &suite.layers {
+            let projections = dir
+                .parent()
+                .map(|run| run.join(crate::projections::FILE))
+                .filter(|p| p.is_file());
+            report.layer_metrics = Some(super::evaluate_layers(
+                dir,
+                &suite.cache,
+                layers,
+                projections.as_deref(),
+                suite.batch_size,
+                suite.max_records,
+                device,
+            )?);
+        }
+        students.push(report);
     }
     let report = SuiteReport {
         cache: suite.cache.display().to_string(),
@@ -158,6 +179,7 @@ mod tests {
             smaller: 0.5,
             speedup: None,
             retained: None,
+            layer_metrics: None,
             notes: vec![],
         }
     }

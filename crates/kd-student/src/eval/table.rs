@@ -81,6 +81,28 @@ impl fmt::Display for EvalReport {
         }
         let summary: Vec<String> = [Some(smaller), speed, kept].into_iter().flatten().collect();
         writeln!(f, "\n{}", summary.join(", "))?;
+        if let Some(layers) = &self.layer_metrics {
+            let e = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4e}"));
+            writeln!(
+                f,
+                "\nlayer (student -> teacher)  hidden MSE    cosine  attention MSE  attention KL"
+            )?;
+            for m in layers {
+                let cos = m
+                    .hidden_cosine
+                    .map_or("-".to_string(), |c| format!("{c:.4}"));
+                writeln!(
+                    f,
+                    "  {:>2} -> {:<2} {:>25} {:>9} {:>14} {:>13}",
+                    m.student_layer,
+                    m.teacher_layer,
+                    e(m.hidden_mse),
+                    cos,
+                    e(m.attention_mse),
+                    e(m.attention_kl)
+                )?;
+            }
+        }
         for note in &self.notes {
             writeln!(f, "note: {note}")?;
         }
