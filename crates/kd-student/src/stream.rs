@@ -183,12 +183,12 @@ impl Prefetcher {
                     seen += n;
                     continue;
                 }
-                let first = reader.shard_range(w.shard).start;
-                let records: Result<Vec<Record>> = reader
-                    .iter_shard(w.shard)
-                    .skip(w.records.start - first)
-                    .take(w.records.len())
-                    .map(|r| r.map_err(Error::from))
+                // Random access from the window's first record: only the row groups (or
+                // blocks) that hold the window are decoded, not the shard up to it.
+                let records: Result<Vec<Record>> = w
+                    .records
+                    .clone()
+                    .map(|i| reader.get(i).map_err(Error::from))
                     .collect();
                 let records = match records {
                     Ok(r) => r,
