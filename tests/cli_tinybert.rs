@@ -188,6 +188,18 @@ fn a_tinybert_student_trains_from_the_cache_and_resumes_exactly() {
         &["width 64", "width 128", "projections.safetensors"],
     );
 
+    // Resuming run `a` with a wider student (same config path, so the same settings) meets
+    // checkpointed projections of another shape: refused, naming the tensor and both shapes.
+    let saved = std::fs::read_to_string(&student).unwrap();
+    let mut wide: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    wide["hidden_size"] = 96.into();
+    std::fs::write(&student, wide.to_string()).unwrap();
+    fails_with(
+        run(&mut train(&cache, &a, &student, &settings)),
+        &["shape mismatch", "96"],
+    );
+    std::fs::write(&student, saved).unwrap();
+
     // A student with another head count cannot take the attention loss.
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&student).unwrap()).unwrap();
