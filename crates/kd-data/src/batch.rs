@@ -102,6 +102,13 @@ impl Batch {
     pub fn num_tokens(&self) -> usize {
         self.attention_mask.iter().filter(|&&m| m == 1).count()
     }
+
+    /// Flat indices `row * seq_len + position` of the real (non-padding) tokens, in order.
+    pub fn real_positions(&self) -> Vec<u32> {
+        (0..self.attention_mask.len() as u32)
+            .filter(|&i| self.attention_mask[i as usize] != 0)
+            .collect()
+    }
 }
 
 /// Pads `items` to the longest one with `pad_id`. Errors on an empty batch,

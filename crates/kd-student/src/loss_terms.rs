@@ -429,14 +429,7 @@ fn layer_terms(loss: &ResolvedLoss, out: &StudentOutputs, inp: &TermInputs) -> R
 
 /// Flat indices `row * L + position` of the batch's real tokens.
 fn real_rows(inp: &TermInputs) -> Result<Tensor> {
-    let idx: Vec<u32> = inp
-        .batch
-        .attention_mask
-        .iter()
-        .enumerate()
-        .filter(|(_, &m)| m != 0)
-        .map(|(i, _)| i as u32)
-        .collect();
+    let idx = inp.batch.real_positions();
     let n = idx.len();
     Ok(Tensor::from_vec(idx, n, inp.device)?)
 }

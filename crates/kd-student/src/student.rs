@@ -117,9 +117,7 @@ impl Student for BertStudent {
             outputs.mlm_logits = Some(model.mlm_logits(&h)?);
         }
         if wants.mlm_logits_all {
-            let real: Vec<u32> = (0..batch.attention_mask.len() as u32)
-                .filter(|&i| batch.attention_mask[i as usize] != 0)
-                .collect();
+            let real = batch.real_positions();
             let n = real.len();
             let h = gather_positions(out.last_hidden_state(), &Tensor::from_vec(real, n, dev)?)?;
             outputs.mlm_logits_all = Some(model.mlm_logits(&h)?);
