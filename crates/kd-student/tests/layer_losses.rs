@@ -8,7 +8,7 @@ mod common;
 
 use candle_core::{Device, Tensor, Var};
 use common::*;
-use kd_bert::{BertInput, ForwardCtx, LoadOptions};
+use kd_bert::{BertInput, ForwardCtx};
 use kd_cache::{LayerValues, Precision, Quantized, Record};
 use kd_student::cache_task::collate_records;
 use kd_student::loss_spec::{LayerLoss, LossSpec, ProjectionKind};
@@ -21,6 +21,11 @@ use rand_chacha::ChaCha8Rng;
 const T_LAYERS: usize = 4;
 const T_HIDDEN: usize = 48;
 const HEADS: usize = 4;
+const TEACHER: ModelShapes = ModelShapes {
+    layers: T_LAYERS,
+    hidden: T_HIDDEN,
+    heads: HEADS,
+};
 
 fn records(rng: &mut ChaCha8Rng) -> Vec<Record> {
     [5usize, 9, 7]
@@ -71,10 +76,8 @@ fn var(student: &BertStudent, name: &str) -> Var {
 #[test]
 fn hidden_and_attention_entries_match_an_unpadded_f64_computation() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(&dir.path().join("m"));
     let dev = Device::Cpu;
-    let loaded = kd_bert::load_model(&model, &LoadOptions::default()).unwrap();
-    let student = BertStudent::new(loaded, model.clone(), &dev);
+    let student = tiny_student(&dir.path().join("m"));
     let losses = vec![
         LossSpec::HiddenMse(LayerLoss {
             map: serde_json::from_str("\"uniform\"").unwrap(),
@@ -86,17 +89,7 @@ fn hidden_and_attention_entries_match_an_unpadded_f64_computation() {
             ..LayerLoss::default()
         }),
     ];
-    let shapes = ModelShapes {
-        layers: 2,
-        hidden: HIDDEN,
-        heads: HEADS,
-    };
-    let teacher = ModelShapes {
-        layers: T_LAYERS,
-        hidden: T_HIDDEN,
-        heads: HEADS,
-    };
-    let resolved = resolve(&losses, shapes, teacher, student.varmap(), 7, &dev).unwrap();
+    let resolved = resolve(&losses, TINY, TEACHER, student.varmap(), 7, &dev).unwrap();
     assert_eq!(resolved[0].pairs, [(1, 2), (2, 4)]);
     assert_eq!(resolved[1].pairs, [(1, 2), (2, 4)]);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -194,26 +187,14 @@ fn hidden_and_attention_entries_match_an_unpadded_f64_computation() {
 #[test]
 fn projections_are_drawn_from_the_run_seed() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(&dir.path().join("m"));
     let dev = Device::Cpu;
     let draw = |seed: u64| {
-        let loaded = kd_bert::load_model(&model, &LoadOptions::default()).unwrap();
-        let student = BertStudent::new(loaded, model.clone(), &dev);
+        let student = tiny_student(&dir.path().join(format!("m{seed}")));
         let losses = vec![LossSpec::EmbeddingMse(LayerLoss {
             projection: Some(ProjectionKind::Linear),
             ..LayerLoss::default()
         })];
-        let shapes = ModelShapes {
-            layers: 2,
-            hidden: HIDDEN,
-            heads: HEADS,
-        };
-        let teacher = ModelShapes {
-            layers: T_LAYERS,
-            hidden: T_HIDDEN,
-            heads: HEADS,
-        };
-        resolve(&losses, shapes, teacher, student.varmap(), seed, &dev).unwrap();
+        resolve(&losses, TINY, TEACHER, student.varmap(), seed, &dev).unwrap();
         to_f64(var(&student, "distill.loss0.embedding_mse.layer0.weight").as_tensor())
     };
     let (a, b, c) = (draw(1), draw(1), draw(2));

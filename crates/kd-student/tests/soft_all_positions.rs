@@ -8,12 +8,12 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use kd_bert::{BertInput, ForwardCtx, LoadOptions};
+use kd_bert::{BertInput, ForwardCtx};
 use kd_cache::{Precision, Record, TopK, TopKPositions};
 use kd_student::cache_task::collate_records;
 use kd_student::loss_spec::{LossSpec, SoftCe};
-use kd_student::loss_terms::{resolve, term, wants, ModelShapes, TermInputs, TopKLayout};
-use kd_student::student::{BertStudent, Student};
+use kd_student::loss_terms::{resolve, term, wants, TermInputs, TopKLayout};
+use kd_student::student::Student;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -57,21 +57,14 @@ fn log_softmax(x: &[f64]) -> Vec<f64> {
 #[test]
 fn soft_targets_at_every_token_match_an_unpadded_f64_computation() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(&dir.path().join("m"));
     let dev = Device::Cpu;
-    let loaded = kd_bert::load_model(&model, &LoadOptions::default()).unwrap();
-    let student = BertStudent::new(loaded, model.clone(), &dev);
+    let student = tiny_student(&dir.path().join("m"));
     let losses = vec![LossSpec::SoftCe(SoftCe {
         temperature: T,
         positions: TopKPositions::All,
         ..SoftCe::default()
     })];
-    let shapes = ModelShapes {
-        layers: 2,
-        hidden: HIDDEN,
-        heads: 4,
-    };
-    let resolved = resolve(&losses, shapes, shapes, student.varmap(), 1, &dev).unwrap();
+    let resolved = resolve(&losses, TINY, TINY, student.varmap(), 1, &dev).unwrap();
     let w = wants(&resolved);
     assert!(w.mlm_logits_all && !w.mlm_logits);
     let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -149,20 +142,13 @@ fn soft_targets_at_every_token_match_an_unpadded_f64_computation() {
 #[test]
 fn a_row_per_token_cache_serves_masked_losses_the_masked_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(&dir.path().join("m"));
     let dev = Device::Cpu;
-    let loaded = kd_bert::load_model(&model, &LoadOptions::default()).unwrap();
-    let student = BertStudent::new(loaded, model.clone(), &dev);
+    let student = tiny_student(&dir.path().join("m"));
     let losses = vec![LossSpec::SoftCe(SoftCe {
         temperature: T,
         ..SoftCe::default()
     })];
-    let shapes = ModelShapes {
-        layers: 2,
-        hidden: HIDDEN,
-        heads: 4,
-    };
-    let resolved = resolve(&losses, shapes, shapes, student.varmap(), 1, &dev).unwrap();
+    let resolved = resolve(&losses, TINY, TINY, student.varmap(), 1, &dev).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let (all, teacher) = records(&mut rng);
     // The same records with rows at their masked positions only, from the same logits.

@@ -49,6 +49,20 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// The tiny model's sizes, as the loss list is resolved against them.
+pub const TINY: kd_student::loss_terms::ModelShapes = kd_student::loss_terms::ModelShapes {
+    layers: LAYERS as usize,
+    hidden: HIDDEN,
+    heads: 4,
+};
+
+/// The tiny model (written into `dir`) as a BERT student on the CPU.
+pub fn tiny_student(dir: &Path) -> kd_student::student::BertStudent {
+    let model = tiny_model(dir);
+    let loaded = kd_bert::load_model(&model, &kd_bert::LoadOptions::default()).unwrap();
+    kd_student::student::BertStudent::new(loaded, model, &candle_core::Device::Cpu)
+}
+
 /// What a synthetic cache holds.
 #[derive(Clone, Debug)]
 pub struct Synth {
