@@ -195,6 +195,18 @@ impl LossSpec {
         }
     }
 
+    /// Sets the entry's weight.
+    pub fn set_weight(&mut self, weight: f64) {
+        match self {
+            LossSpec::SoftCe(s) => s.weight = weight,
+            LossSpec::MlmCe(w) | LossSpec::HardCe(w) | LossSpec::LogitMse(w) => w.weight = weight,
+            LossSpec::HiddenCos(l)
+            | LossSpec::HiddenMse(l)
+            | LossSpec::EmbeddingMse(l)
+            | LossSpec::AttentionMse(l) => l.weight = weight,
+        }
+    }
+
     /// The entry's weight.
     pub fn weight(&self) -> f64 {
         match self {
@@ -358,34 +370,57 @@ impl LossList {
     /// Sets DistilBERT's three weights: `soft_ce`, `mlm_ce`, `hidden_cos` on the last layers,
     /// adding the entries that are missing and dropping those set to 0.
     pub fn set_distil_weights(&mut self, ce: f64, mlm: f64, cos: f64) {
-        let mut soft = None;
-        for l in &self.0 {
-            if let LossSpec::SoftCe(s) = l {
-                soft = Some(s.clone());
+        let defaults = LossList::from(DistilLoss {
+            ce: 1.0,
+            mlm: 1.0,
+            cos: 1.0,
+            ..DistilLoss::default()
+        });
+        let mut list = Vec::with_capacity(self.0.len() + 3);
+        for (default, w) in defaults.0.into_iter().zip([ce, mlm, cos]) {
+            // An entry the list already has keeps its settings; a missing one takes the
+            // shorthand's. Weight 0 drops it; a NaN or negative weight is kept for `validate`.
+            let at = self.0.iter().position(|l| l.kind() == default.kind());
+            let mut entry = at.map_or(default, |i| self.0.remove(i));
+            entry.set_weight(w);
+            if w != 0.0 {
+                list.push(entry);
             }
         }
-        let mut short = DistilLoss {
-            ce,
-            mlm,
-            cos,
-            ..DistilLoss::default()
-        };
-        if let Some(s) = soft {
-            (
-                short.temperature,
-                short.t2_scaling,
-                short.tail,
-                short.soft_targets,
-            ) = (s.temperature, s.t2_scaling, s.tail, s.source);
-        }
-        let others: Vec<LossSpec> = self
-            .0
-            .drain(..)
-            .filter(|l| !matches!(l.kind(), "soft_ce" | "mlm_ce" | "hidden_cos"))
-            .collect();
-        // Entries at weight 0 are dropped; a NaN or negative weight is kept for `validate`.
-        let mut list = LossList::from(short).0;
-        list.extend(others);
+        list.append(&mut self.0);
         self.0 = list;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(json: &str) -> LossList {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn distil_weights_keep_entry_settings_and_the_canonical_order() {
+        let mut l = list(
+            r#"[{"kind": "hidden_mse", "map": "uniform"},
+                {"kind": "mlm_ce", "weight": 3.0},
+                {"kind": "soft_ce", "temperature": 4.0, "positions": "all"}]"#,
+        );
+        l.set_distil_weights(5.0, 2.0, 1.0);
+        let kinds: Vec<&str> = l.0.iter().map(LossSpec::kind).collect();
+        assert_eq!(kinds, ["soft_ce", "mlm_ce", "hidden_cos", "hidden_mse"]);
+        let weights: Vec<f64> = l.0.iter().map(LossSpec::weight).collect();
+        assert_eq!(weights, [5.0, 2.0, 1.0, 1.0]);
+        match &l.0[0] {
+            LossSpec::SoftCe(s) => {
+                assert_eq!((s.temperature, s.positions), (4.0, TopKPositions::All))
+            }
+            other => panic!("{other:?}"),
+        }
+        l.set_distil_weights(0.0, f64::NAN, 0.0);
+        let kinds: Vec<&str> = l.0.iter().map(LossSpec::kind).collect();
+        assert_eq!(kinds, ["mlm_ce", "hidden_mse"]);
+        assert!(l.validate().is_err());
     }
 }
