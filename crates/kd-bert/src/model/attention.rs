@@ -48,6 +48,22 @@ impl BertAttention {
         })
     }
 
+    /// The query and key projections of `xs` `[B, L, H]` (biases added, unscaled, heads side
+    /// by side): the two tensors from which this layer's scores are `q_h k_h^T / sqrt(d)`.
+    pub fn query_key(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((self.query.forward(xs)?, self.key.forward(xs)?))
+    }
+
+    /// Number of heads.
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// Width of one head (`hidden / heads`); scores are scaled by `1 / sqrt(head_dim)`.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
     /// Attends over `xs` `[B, L, H]` with the additive key mask `[B, 1, 1, L]`; returns the
     /// layer output and, when `keep_maps`, the attention maps.
     pub fn forward(

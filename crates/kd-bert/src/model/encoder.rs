@@ -19,6 +19,11 @@ pub struct BertLayer {
 }
 
 impl BertLayer {
+    /// The layer's self-attention (its query and key projections give the cached Q/K targets).
+    pub fn attention(&self) -> &BertAttention {
+        &self.attention
+    }
+
     /// Creates or loads one layer under `vb` (`encoder.layer.N.*`).
     pub fn new(cfg: &BertConfig, vb: VarBuilder) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
