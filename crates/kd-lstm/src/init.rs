@@ -1,0 +1,111 @@
+//! Building a BiLSTM student: every parameter drawn from a seeded ChaCha stream of its own
+//! (candle's CPU random init cannot be seeded), with PyTorch's initial distributions, and the
+//! embedding table optionally copied from a teacher's word-piece embeddings.
+//!
+//! Draws: `embedding.weight` Normal(0, 1) (`nn.Embedding`); every LSTM tensor
+//! U(-1/sqrt(H), 1/sqrt(H)) (`nn.LSTM`); `mlp.*` and `classifier.*` U(-1/sqrt(in), 1/sqrt(in))
+//! (`nn.Linear`). Parameter `name`'s stream is ChaCha8 seeded by
+//! `SeedHash::tagged(b"kd-lstm/init/v1\0").u64(seed).bytes(name)`, so a parameter's start does
+//! not depend on which other parameters exist.
+
+use crate::config::BiLstmConfig;
+use crate::model::BiLstmClassifier;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use kd_core::rng::SeedHash;
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+use std::path::Path;
+
+/// The teacher tensor the embedding table is copied from (any `bert.` prefix is stripped).
+pub const TEACHER_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
+
+/// A model and the variables behind it.
+pub struct Built {
+    /// The model.
+    pub model: BiLstmClassifier,
+    /// Its parameters under their saved names.
+    pub varmap: VarMap,
+}
+
+/// A fresh model of `config`, reproducible from `seed`.
+pub fn fresh(config: &BiLstmConfig, seed: u64, device: &Device) -> Result<Built> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let model = BiLstmClassifier::new(config, vb)?;
+    let c = config;
+    let lstm_bound = 1.0 / (c.hidden_size as f32).sqrt();
+    let vars = varmap.data().lock().expect("varmap lock poisoned");
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &vars[name];
+        let mut rng = SeedHash::tagged(b"kd-lstm/init/v1\0")
+            .u64(seed)
+            .bytes(name.as_bytes())
+            .rng();
+        let n = var.elem_count();
+        let values: Vec<f32> = if name == "embedding.weight" {
+            (0..n).map(|_| StandardNormal.sample(&mut rng)).collect()
+        } else {
+            let bound = if name.starts_with("lstm.") {
+                lstm_bound
+            } else if name.starts_with("mlp.") {
+                1.0 / (c.feature_size() as f32).sqrt()
+            } else {
+                1.0 / (c.mlp_hidden_size as f32).sqrt()
+            };
+            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+        };
+        var.set(&Tensor::from_vec(values, var.shape(), device)?)?;
+    }
+    drop(vars);
+    Ok(Built { model, varmap })
+}
+
+/// A fresh model whose vocabulary, embedding width and padding id are the teacher's in
+/// `teacher_dir` (a BERT directory) and whose embedding table is a copy of the teacher's
+/// word-piece embeddings; `config` gives the rest (its vocabulary and embedding sizes are
+/// replaced).
+pub fn from_teacher(
+    teacher_dir: &Path,
+    config: &BiLstmConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<Built> {
+    let bert = kd_bert::BertConfig::from_file(&teacher_dir.join("config.json"))?;
+    let weights = kd_bert::checkpoint::find_weights(teacher_dir)?;
+    let tensors = kd_bert::checkpoint::read_tensors(&weights, device)?;
+    let table = tensors
+        .iter()
+        .find(|(n, _)| n.strip_prefix("bert.").unwrap_or(n) == TEACHER_EMBEDDINGS)
+        .map(|(_, t)| t)
+        .ok_or_else(|| Error::Weights {
+            path: weights.clone(),
+            msg: format!("no tensor {TEACHER_EMBEDDINGS} to copy the embeddings from"),
+        })?;
+    let (v, e) = table.dims2()?;
+    if v != bert.vocab_size || e != bert.hidden_size {
+        return Err(Error::Weights {
+            path: weights.clone(),
+            msg: format!(
+                "{TEACHER_EMBEDDINGS} is {:?}, config.json says [{}, {}]",
+                table.dims(),
+                bert.vocab_size,
+                bert.hidden_size
+            ),
+        });
+    }
+    let config = BiLstmConfig {
+        vocab_size: v,
+        embedding_size: e,
+        pad_token_id: bert.pad_token_id,
+        ..config.clone()
+    };
+    let built = fresh(&config, seed, device)?;
+    let vars = built.varmap.data().lock().expect("varmap lock poisoned");
+    vars["embedding.weight"].set(&table.to_dtype(DType::F32)?)?;
+    drop(vars);
+    Ok(built)
+}

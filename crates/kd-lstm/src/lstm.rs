@@ -1,0 +1,98 @@
+//! A single-layer bidirectional LSTM under PyTorch's parameter names, so the state dict of an
+//! `nn.LSTM(E, H, bidirectional=True, batch_first=True)` loads as it is.
+
+use crate::recurrence::bilstm_recurrence;
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// PyTorch's names of the eight parameters (forward direction, then `_reverse`).
+pub const PARAM_NAMES: [&str; 8] = [
+    "weight_ih_l0",
+    "weight_hh_l0",
+    "bias_ih_l0",
+    "bias_hh_l0",
+    "weight_ih_l0_reverse",
+    "weight_hh_l0_reverse",
+    "bias_ih_l0_reverse",
+    "bias_hh_l0_reverse",
+];
+
+/// The parameters of one direction (gates stacked in PyTorch's order `i, f, g, o`).
+#[derive(Debug, Clone)]
+pub struct Direction {
+    /// `[4H, E]`.
+    pub weight_ih: Tensor,
+    /// `[4H, H]`.
+    pub weight_hh: Tensor,
+    /// `[4H]`.
+    pub bias_ih: Tensor,
+    /// `[4H]`.
+    pub bias_hh: Tensor,
+}
+
+/// A bidirectional single-layer LSTM over `[B, T, E]` inputs with per-row lengths.
+#[derive(Debug, Clone)]
+pub struct BiLstm {
+    /// Forward direction (`*_l0`).
+    pub forward: Direction,
+    /// Reverse direction (`*_l0_reverse`).
+    pub reverse: Direction,
+    /// Input width `E`.
+    pub input_size: usize,
+    /// Hidden width per direction `H`.
+    pub hidden_size: usize,
+}
+
+impl BiLstm {
+    /// The LSTM's parameters from `vb` (e.g. `vb.pp("lstm")`), created with PyTorch's
+    /// `U(-1/sqrt(H), 1/sqrt(H))` init when `vb` is backed by a fresh `VarMap` (the seeded
+    /// init of [`crate::init`] overwrites them).
+    pub fn new(input_size: usize, hidden_size: usize, vb: VarBuilder) -> Result<Self> {
+        let (e, h) = (input_size, hidden_size);
+        let bound = 1.0 / (h as f64).sqrt();
+        let init = candle_nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let dir = |suffix: &str| -> Result<Direction> {
+            Ok(Direction {
+                weight_ih: vb.get_with_hints((4 * h, e), &format!("weight_ih_l0{suffix}"), init)?,
+                weight_hh: vb.get_with_hints((4 * h, h), &format!("weight_hh_l0{suffix}"), init)?,
+                bias_ih: vb.get_with_hints(4 * h, &format!("bias_ih_l0{suffix}"), init)?,
+                bias_hh: vb.get_with_hints(4 * h, &format!("bias_hh_l0{suffix}"), init)?,
+            })
+        };
+        Ok(Self {
+            forward: dir("")?,
+            reverse: dir("_reverse")?,
+            input_size: e,
+            hidden_size: h,
+        })
+    }
+
+    /// The input projections of every step and both directions, `[B, T, 8H]`: one GEMM
+    /// `x [B*T, E] @ [W_ih; W_ih_reverse]^T` plus both biases.
+    pub fn input_projection(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, e) = x.dims3()?;
+        let w = Tensor::cat(&[&self.forward.weight_ih, &self.reverse.weight_ih], 0)?;
+        let bias = Tensor::cat(
+            &[
+                (&self.forward.bias_ih + &self.forward.bias_hh)?,
+                (&self.reverse.bias_ih + &self.reverse.bias_hh)?,
+            ],
+            0,
+        )?;
+        x.reshape((b * t, e))?
+            .matmul(&w.t()?)?
+            .broadcast_add(&bias)?
+            .reshape((b, t, 8 * self.hidden_size))
+    }
+
+    /// Hidden states `[B, T, 2H]` (forward then reverse), zeros at the padded steps
+    /// `lengths[b]..T` of each row, as PyTorch's packed sequences give them.
+    pub fn forward(&self, x: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let xw = self.input_projection(x)?;
+        let w_hh = Tensor::stack(&[&self.forward.weight_hh, &self.reverse.weight_hh], 0)?;
+        bilstm_recurrence(&xw, &w_hh, lengths)
+    }
+}

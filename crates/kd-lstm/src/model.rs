@@ -1,0 +1,164 @@
+//! The BiLSTM classifier of Tang et al.: word-piece embeddings, one bidirectional LSTM layer,
+//! max pooling over the real steps, a ReLU layer and class logits. For sentence pairs the
+//! siamese form: both sides through the same embedding and BiLSTM, features
+//! `[h1, h2, h1 * h2, |h1 - h2|]`.
+
+use crate::config::BiLstmConfig;
+use crate::lstm::BiLstm;
+use crate::{Error, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::{Embedding, Linear, Module, VarBuilder};
+use kd_bert::ForwardCtx;
+use kd_data::Batch;
+
+/// Added to the padded steps before max pooling, so they never win.
+const PAD_SCORE: f32 = -1e30;
+
+/// The model; parameters under the names of the PyTorch module of `kd_bilstm.py`.
+#[derive(Debug, Clone)]
+pub struct BiLstmClassifier {
+    /// Sizes and settings.
+    pub config: BiLstmConfig,
+    /// `embedding.weight`, `[V, E]`.
+    pub embedding: Embedding,
+    /// `lstm.*`.
+    pub lstm: BiLstm,
+    /// `mlp.{weight, bias}`, `[M, F]`.
+    pub mlp: Linear,
+    /// `classifier.{weight, bias}`, `[C, M]`.
+    pub classifier: Linear,
+}
+
+/// Left-aligned token rows for the encoder: ids `[R, T]` and the real length of each row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderRows {
+    /// Row-major ids, padded with the pad id.
+    pub ids: Vec<u32>,
+    /// Rows.
+    pub rows: usize,
+    /// Longest row.
+    pub steps: usize,
+    /// Real tokens per row (`1..=steps`).
+    pub lengths: Vec<usize>,
+}
+
+impl EncoderRows {
+    /// The rows the encoder reads for `batch`: each sequence's real tokens; when `siamese`,
+    /// first every sequence's segment-0 tokens, then every sequence's segment-1 tokens.
+    pub fn from_batch(batch: &Batch, siamese: bool, pad: u32) -> Result<Self> {
+        let (b, l) = (batch.batch_size, batch.seq_len);
+        let sides: &[Option<u32>] = if siamese {
+            &[Some(0), Some(1)]
+        } else {
+            &[None]
+        };
+        let mut seqs: Vec<Vec<u32>> = Vec::with_capacity(b * sides.len());
+        for &side in sides {
+            for row in 0..b {
+                let seq: Vec<u32> = (row * l..(row + 1) * l)
+                    .filter(|&i| batch.attention_mask[i] != 0)
+                    .filter(|&i| side.is_none_or(|s| batch.token_type_ids[i] == s))
+                    .map(|i| batch.input_ids[i])
+                    .collect();
+                if seq.is_empty() {
+                    return Err(Error::Config(match side {
+                        None => {
+                            format!("batch row {row} (sequence {}) has no token", batch.ids[row])
+                        }
+                        Some(s) => format!(
+                            "batch row {row} (sequence {}) has no token of segment {s}: a siamese \
+                             BiLSTM needs sentence pairs",
+                            batch.ids[row]
+                        ),
+                    }));
+                }
+                seqs.push(seq);
+            }
+        }
+        let steps = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = vec![pad; seqs.len() * steps];
+        for (r, s) in seqs.iter().enumerate() {
+            ids[r * steps..r * steps + s.len()].copy_from_slice(s);
+        }
+        Ok(Self {
+            ids,
+            rows: seqs.len(),
+            steps,
+            lengths: seqs.iter().map(Vec::len).collect(),
+        })
+    }
+}
+
+impl BiLstmClassifier {
+    /// The model's parameters from `vb` (created, with candle's init, when missing; the
+    /// builders of [`crate::init`] draw them from a seed instead).
+    pub fn new(config: &BiLstmConfig, vb: VarBuilder) -> Result<Self> {
+        config.validate("BiLSTM config")?;
+        let c = config;
+        let table = vb.get_with_hints(
+            (c.vocab_size, c.embedding_size),
+            "embedding.weight",
+            candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        )?;
+        let linear = |inp: usize, out: usize, name: &str| -> Result<Linear> {
+            let bound = 1.0 / (inp as f64).sqrt();
+            let init = candle_nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            };
+            let vb = vb.pp(name);
+            Ok(Linear::new(
+                vb.get_with_hints((out, inp), "weight", init)?,
+                Some(vb.get_with_hints(out, "bias", init)?),
+            ))
+        };
+        Ok(Self {
+            config: config.clone(),
+            embedding: Embedding::new(table, c.embedding_size),
+            lstm: BiLstm::new(c.embedding_size, c.hidden_size, vb.pp("lstm"))?,
+            mlp: linear(c.feature_size(), c.mlp_hidden_size, "mlp")?,
+            classifier: linear(c.mlp_hidden_size, c.num_labels, "classifier")?,
+        })
+    }
+
+    /// Max-pooled BiLSTM states `[R, 2H]` of encoder rows.
+    pub fn encode(&self, rows: &EncoderRows, ctx: &mut ForwardCtx, dev: &Device) -> Result<Tensor> {
+        let v = self.config.vocab_size;
+        if let Some(&bad) = rows.ids.iter().find(|&&id| id as usize >= v) {
+            return Err(Error::Config(format!(
+                "token id {bad} is outside the BiLSTM's vocabulary of {v}"
+            )));
+        }
+        let ids = Tensor::from_slice(&rows.ids, (rows.rows, rows.steps), dev)?;
+        let x = ctx.dropout(&self.embedding.forward(&ids)?, self.config.dropout)?;
+        let h = self.lstm.forward(&x, &rows.lengths)?;
+        let mut pad = vec![0f32; rows.rows * rows.steps];
+        for (r, &len) in rows.lengths.iter().enumerate() {
+            pad[r * rows.steps + len..(r + 1) * rows.steps].fill(PAD_SCORE);
+        }
+        let pad = Tensor::from_vec(pad, (rows.rows, rows.steps, 1), dev)?;
+        Ok(h.broadcast_add(&pad)?.max(1)?)
+    }
+
+    /// Class logits `[B, C]` of a batch of the teacher tokenizer's sequences.
+    pub fn forward(&self, batch: &Batch, ctx: &mut ForwardCtx, dev: &Device) -> Result<Tensor> {
+        let c = &self.config;
+        let rows = EncoderRows::from_batch(batch, c.siamese, c.pad_token_id)?;
+        let pooled = self.encode(&rows, ctx, dev)?;
+        let feats = if c.siamese {
+            let b = batch.batch_size;
+            let (h1, h2) = (pooled.narrow(0, 0, b)?, pooled.narrow(0, b, b)?);
+            let prod = (&h1 * &h2)?;
+            let diff = (&h1 - &h2)?.abs()?;
+            Tensor::cat(&[&h1, &h2, &prod, &diff], 1)?
+        } else {
+            pooled
+        };
+        let feats = ctx.dropout(&feats, c.dropout)?;
+        let hidden = self.mlp.forward(&feats)?.relu()?;
+        Ok(self.classifier.forward(&hidden)?)
+    }
+}
