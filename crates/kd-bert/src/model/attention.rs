@@ -5,13 +5,21 @@ use crate::config::BertConfig;
 use crate::ops;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+use std::cell::Cell;
+
+thread_local! {
+    /// Set while [`BertAttention::with_composed`] runs on this thread.
+    static COMPOSED_ONLY: Cell<bool> = const { Cell::new(false) };
+}
 
 /// Attention maps of one layer, `[B, heads, L, L]` each.
 #[derive(Debug, Clone)]
 pub struct AttentionMaps {
-    /// Pre-softmax scores `QK^T / sqrt(d) + mask`, the mask being `(1 - m) * -10000` on keys.
+    /// Pre-softmax scores `QK^T / sqrt(d) + mask`, the mask being `(1 - m) * -10000` on keys;
+    /// differentiable with respect to the layer's parameters and input.
     pub scores: Tensor,
-    /// Attention probabilities (softmax of the scores, before dropout).
+    /// Attention probabilities (softmax of the scores, before dropout). On the fused CPU path
+    /// this is a constant: gradients flow through `scores` and the layer output only.
     pub probs: Tensor,
 }
 
@@ -79,12 +87,18 @@ impl BertAttention {
             self.key.forward(xs)?,
             self.value.forward(xs)?,
         );
-        let (context, maps) = if !keep_maps && ops::attention_fits(&q, additive_mask) {
+        let fused = ops::attention_fits(&q, additive_mask) && !COMPOSED_ONLY.with(Cell::get);
+        let (context, maps) = if fused {
             let (b, l, _) = xs.dims3()?;
-            let n = b * self.heads * l * l;
-            let drop = ctx.keep_mask(n, self.attention_dropout);
-            let context = ops::attention(&q, &k, &v, additive_mask, self.heads, scale, drop)?;
-            (context, None)
+            let drop = ctx.keep_mask(b * self.heads * l * l, self.attention_dropout);
+            if keep_maps {
+                let scores = ops::attention_scores(&q, &k, additive_mask, self.heads, scale)?;
+                let (context, probs) = ops::attention_from_scores(&scores, &v, drop)?;
+                (context, Some(AttentionMaps { scores, probs }))
+            } else {
+                let context = ops::attention(&q, &k, &v, additive_mask, self.heads, scale, drop)?;
+                (context, None)
+            }
         } else {
             self.composed(&q, &k, &v, additive_mask, keep_maps, scale, ctx)?
         };
@@ -93,8 +107,22 @@ impl BertAttention {
         Ok((out, maps))
     }
 
-    /// Attention from candle ops (other devices, or when the maps are kept: the attention loss
-    /// needs the scores' gradient). Scaling q (L x d) is cheaper than scaling the L x L scores;
+    /// Runs `f` with every attention on this thread taking the composed path of candle ops,
+    /// the reference the fused CPU kernels are tested and benchmarked against.
+    pub fn with_composed<R>(f: impl FnOnce() -> R) -> R {
+        /// Restores the previous choice, also when `f` panics.
+        struct Restore(bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                COMPOSED_ONLY.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(COMPOSED_ONLY.with(|c| c.replace(true)));
+        f()
+    }
+
+    /// Attention from candle ops (devices and dtypes without fused kernels, and the reference
+    /// for them). Scaling q (L x d) is cheaper than scaling the L x L scores;
     /// keys are split straight into K^T; the mask add is fused into the softmax, and the masked
     /// scores are materialised only when asked for.
     #[allow(clippy::too_many_arguments)]

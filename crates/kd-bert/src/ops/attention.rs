@@ -6,9 +6,9 @@
 //! for the scores, the masked softmax and dropout in place, and a GEMM for the context, keeping
 //! only the probabilities for the backward pass, which is five GEMMs per head.
 
+use super::head_gemm::{mm, Dims, Dst, Mat, Out};
 use super::softmax::{softmax_grad_in_place, softmax_in_place};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use gemm::{gemm, Parallelism};
 use kd_kernels::cpu::{f32_input, fast_path};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -62,26 +62,6 @@ pub fn fits(q: &Tensor, mask: &Tensor) -> bool {
     fast_path(q) && fast_path(mask)
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Dims {
-    b: usize,
-    l: usize,
-    h: usize,
-    heads: usize,
-}
-
-impl Dims {
-    /// Head width.
-    fn d(&self) -> usize {
-        self.h / self.heads
-    }
-
-    /// Offset of head `hd` of sequence `s` in a `[B, L, H]` buffer.
-    fn head_offset(&self, s: usize, hd: usize) -> usize {
-        s * self.l * self.h + hd * self.d()
-    }
-}
-
 struct FusedAttention {
     shape: Dims,
     scale: f32,
@@ -90,60 +70,6 @@ struct FusedAttention {
     dropout: Option<Arc<Vec<f32>>>,
     /// Softmax probabilities from the forward pass, `[B, heads, L, L]`.
     probs: Mutex<Option<Arc<Vec<f32>>>>,
-}
-
-/// A raw pointer that rayon tasks write through at disjoint offsets.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: every task writes a disjoint set of elements (one head of one sequence).
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The output matrix at element `offset`, with row stride `rs`.
-    ///
-    /// # Safety
-    /// `offset` must lie inside the output buffer.
-    unsafe fn at(self, offset: usize, rs: isize) -> Dst {
-        Dst(self.0.add(offset), rs)
-    }
-}
-
-/// A row-major output matrix view for [`mm`]: base pointer and row stride.
-#[derive(Clone, Copy)]
-struct Dst(*mut f32, isize);
-
-/// A row-major or strided matrix view for [`mm`]: base pointer, row stride, column stride.
-#[derive(Clone, Copy)]
-struct Mat(*const f32, isize, isize);
-
-/// `dst = beta * a b` (`a` m x k, `b` k x n, `dst` m x n), single-threaded: the caller
-/// parallelises over heads.
-///
-/// # Safety
-/// The views must lie inside their buffers for the given sizes.
-unsafe fn mm(m: usize, n: usize, k: usize, dst: Dst, a: Mat, b: Mat, beta: f32) {
-    gemm(
-        m,
-        n,
-        k,
-        dst.0,
-        1,
-        dst.1,
-        false,
-        a.0,
-        a.2,
-        a.1,
-        b.0,
-        b.2,
-        b.1,
-        0.0,
-        beta,
-        false,
-        false,
-        false,
-        Parallelism::None,
-    );
 }
 
 impl CustomOp3 for FusedAttention {

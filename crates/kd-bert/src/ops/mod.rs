@@ -8,9 +8,11 @@
 mod activation;
 mod attention;
 mod dropout;
+mod head_gemm;
 mod heads;
 mod layer_norm;
 mod linear;
+mod scored_attention;
 mod softmax;
 
 pub use activation::{activate, gelu_erf, gelu_tanh};
@@ -19,4 +21,5 @@ pub use dropout::{dropout, keep_mask};
 pub use heads::{merge_heads, split_heads, split_heads_transposed};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
+pub use scored_attention::{attention_from_scores, attention_scores};
 pub use softmax::{masked_softmax, softmax_last_dim};
