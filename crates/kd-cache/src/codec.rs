@@ -1,5 +1,6 @@
 //! The binary encoding of one record inside an mmap-shard block
-//! (little-endian; layout in `schemas/cache-v1.md`).
+//! (little-endian; layout in `schemas/cache-v2.md`: the `kd-cache/1` encoding, whose
+//! reserved header byte counts the `attention_qk` tensors that follow the attention ones).
 
 use crate::precision::Precision;
 use crate::quant::Quantized;
@@ -13,7 +14,8 @@ const F_LABEL_CLASS: u8 = 16;
 const F_LABEL_VALUE: u8 = 32;
 const KNOWN_FLAGS: u8 = 63;
 
-/// Fixed record header: seq_id, epoch, n, n_mask, flags, n_hidden, n_attention, reserved.
+/// Fixed record header: seq_id, epoch, n, n_mask, flags, n_hidden, n_attention, n_attention_qk
+/// (reserved, always 0, in `kd-cache/1`).
 pub const RECORD_HEADER: usize = 8 + 4 + 4 + 4 + 4;
 /// Tensor header: layer, precision, 3 reserved bytes, rows, cols.
 pub const TENSOR_HEADER: usize = 4 + 4 + 4 + 4;
@@ -54,6 +56,8 @@ pub fn encode_record(r: &Record, out: &mut Vec<u8>) -> Result<(), String> {
     let m = len_u32(r.mlm_positions.len(), "mlm_positions")?;
     let nh = u8::try_from(r.hidden.len()).map_err(|_| "more than 255 hidden layers")?;
     let na = u8::try_from(r.attention.len()).map_err(|_| "more than 255 attention layers")?;
+    let nqk =
+        u8::try_from(r.attention_qk.len()).map_err(|_| "more than 255 attention_qk layers")?;
     let mut flags = 0u8;
     if r.token_type_ids.is_some() {
         flags |= F_TOKEN_TYPES;
@@ -76,7 +80,7 @@ pub fn encode_record(r: &Record, out: &mut Vec<u8>) -> Result<(), String> {
     out.extend_from_slice(&r.epoch.to_le_bytes());
     out.extend_from_slice(&n.to_le_bytes());
     out.extend_from_slice(&m.to_le_bytes());
-    out.extend_from_slice(&[flags, nh, na, 0]);
+    out.extend_from_slice(&[flags, nh, na, nqk]);
     put_u32s(out, &r.input_ids);
     if let Some(t) = &r.token_type_ids {
         put_u32s(out, t);
@@ -99,7 +103,7 @@ pub fn encode_record(r: &Record, out: &mut Vec<u8>) -> Result<(), String> {
             out.extend_from_slice(&c.to_le_bytes());
         }
     }
-    for l in r.hidden.iter().chain(&r.attention) {
+    for l in r.hidden.iter().chain(&r.attention).chain(&r.attention_qk) {
         put_tensor(out, l.layer, &l.values)?;
     }
     if let Some(l) = &r.logits {
@@ -145,6 +149,9 @@ pub fn section_sizes(r: &Record) -> Vec<(String, u64)> {
     }
     for l in &r.attention {
         v.push((format!("attention_l{}", l.layer), tensor_size(&l.values)));
+    }
+    for l in &r.attention_qk {
+        v.push((format!("attention_qk_l{}", l.layer), tensor_size(&l.values)));
     }
     if let Some(l) = &r.logits {
         v.push(("logits".into(), 4 + 4 * l.len() as u64));
@@ -261,7 +268,7 @@ pub fn decode_record(buf: &[u8]) -> Result<Record, String> {
     let flags = c.u8("flags")?;
     let nh = c.u8("n_hidden")?;
     let na = c.u8("n_attention")?;
-    c.u8("reserved")?;
+    let nqk = c.u8("n_attention_qk")?;
     if flags & !KNOWN_FLAGS != 0 || flags & F_LABEL_CLASS != 0 && flags & F_LABEL_VALUE != 0 {
         return Err(format!("bad flags {flags:#04x}"));
     }
@@ -309,18 +316,15 @@ pub fn decode_record(buf: &[u8]) -> Result<Record, String> {
             counts,
         });
     }
-    for i in 0..usize::from(nh) + usize::from(na) {
-        let what = if i < usize::from(nh) {
-            "hidden"
-        } else {
-            "attention"
-        };
-        let (layer, values) = c.tensor(what)?;
-        let lv = LayerValues { layer, values };
-        if i < usize::from(nh) {
-            r.hidden.push(lv);
-        } else {
-            r.attention.push(lv);
+    for (what, count) in [("hidden", nh), ("attention", na), ("attention_qk", nqk)] {
+        for _ in 0..count {
+            let (layer, values) = c.tensor(what)?;
+            let lv = LayerValues { layer, values };
+            match what {
+                "hidden" => r.hidden.push(lv),
+                "attention" => r.attention.push(lv),
+                _ => r.attention_qk.push(lv),
+            }
         }
     }
     if flags & F_LOGITS != 0 {
@@ -375,6 +379,11 @@ mod tests {
             }],
             logits: Some(vec![0.1, -0.2]),
             label: Some(Label::Value(0.75)),
+            attention_qk: vec![LayerValues {
+                layer: 2,
+                values: crate::qk::encode(&[0.25; 20], &[-0.5; 20], 5, 4, 2, Precision::Int8)
+                    .unwrap(),
+            }],
         }
     }
 

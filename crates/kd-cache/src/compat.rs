@@ -2,7 +2,7 @@
 //! [`Manifest::check_compatible`].
 
 use crate::error::{CacheError, Result};
-use crate::manifest::{Manifest, SCHEMA_VERSION};
+use crate::manifest::{check_schema, Manifest};
 use crate::targets::{LayerSpec, TargetSpec};
 
 /// What a consumer (a student run) needs from a cache.
@@ -14,7 +14,9 @@ pub struct Expectation {
     pub teacher_weights_sha256: Option<String>,
     /// Targets needed. Precisions are ignored; `mlm_topk` needs at least `k`
     /// and every listed temperature, `mlm_sampled` the same temperature and
-    /// at least `k` draws, layers must all be present.
+    /// at least `k` draws, layers must all be present. An `attention` layer is
+    /// present when the cache stores its map or its query/key projections
+    /// (`attention_qk`); a needed `attention_qk` layer only in the second form.
     pub targets: TargetSpec,
     /// Accept a partial cache (one `--shard i/N` part); refused by default.
     pub allow_partial: bool,
@@ -78,6 +80,9 @@ fn stored(t: &TargetSpec) -> String {
     if t.attention.is_some() {
         v.push("attention");
     }
+    if t.attention_qk.is_some() {
+        v.push("attention-qk");
+    }
     if t.logits {
         v.push("logits");
     }
@@ -110,6 +115,26 @@ fn check_layers(
     }
 }
 
+/// Needed attention layers: each present as a map (`attention`) or as query/key projections
+/// (`attention_qk`).
+fn check_attention(have: &TargetSpec, need: Option<&LayerSpec>, out: &mut Vec<String>) {
+    let Some(need) = need else { return };
+    if have.attention_qk.is_none() {
+        return check_layers("attention", have.attention.as_ref(), Some(need), have, out);
+    }
+    let held = |s: &Option<LayerSpec>| s.as_ref().map(|s| s.layers.clone()).unwrap_or_default();
+    let (maps, qk) = (held(&have.attention), held(&have.attention_qk));
+    for l in &need.layers {
+        if !maps.contains(l) && !qk.contains(l) {
+            out.push(format!(
+                "cache has no attention for layer {l} (maps of {}, query/key of {})",
+                list(&maps),
+                list(&qk)
+            ));
+        }
+    }
+}
+
 /// The smallest target spec holding both `have` and `need` (for the `--targets` spelling
 /// that would make a cache fit).
 pub fn union(have: &TargetSpec, need: &TargetSpec) -> TargetSpec {
@@ -130,9 +155,32 @@ pub fn union(have: &TargetSpec, need: &TargetSpec) -> TargetSpec {
         let s = u.mlm_sampled.get_or_insert_with(|| n.clone());
         (s.k, s.temperature) = (s.k.max(n.k), n.temperature);
     }
+    // Attention layers missing from the cache join the form it already uses for attention
+    // (its query/key projections when it stores only those).
+    let mut need_attention = need.attention.clone();
+    if let Some(mut n) = need_attention.take() {
+        if let Some(qk) = &have.attention_qk {
+            n.layers.retain(|l| !qk.layers.contains(l));
+        }
+        match u.attention_qk.as_mut() {
+            _ if n.layers.is_empty() => {}
+            Some(q) if have.attention.is_none() => {
+                let add: Vec<u32> = n
+                    .layers
+                    .iter()
+                    .filter(|x| !q.layers.contains(x))
+                    .copied()
+                    .collect();
+                q.layers.extend(add);
+                q.layers.sort_unstable();
+            }
+            _ => need_attention = Some(n),
+        }
+    }
     for (mine, theirs) in [
         (&mut u.hidden, &need.hidden),
-        (&mut u.attention, &need.attention),
+        (&mut u.attention, &need_attention),
+        (&mut u.attention_qk, &need.attention_qk),
     ] {
         if let Some(n) = theirs {
             let l = mine.get_or_insert_with(|| n.clone());
@@ -148,6 +196,18 @@ pub fn union(have: &TargetSpec, need: &TargetSpec) -> TargetSpec {
     }
     u.logits |= need.logits;
     u
+}
+
+/// `spec` with its attention layers in the other form (maps as query/key projections or
+/// the reverse, same precision), when it holds one form only.
+fn other_attention_form(spec: &TargetSpec) -> Option<TargetSpec> {
+    let mut alt = spec.clone();
+    match (&spec.attention, &spec.attention_qk) {
+        (Some(a), None) => (alt.attention, alt.attention_qk) = (None, Some(a.clone())),
+        (None, Some(q)) => (alt.attention, alt.attention_qk) = (Some(q.clone()), None),
+        _ => return None,
+    }
+    Some(alt)
 }
 
 /// Differences of `have` against what `need` asks for, one line each.
@@ -210,10 +270,11 @@ pub fn missing_targets(have: &TargetSpec, need: &TargetSpec) -> Vec<String> {
         have,
         &mut out,
     );
+    check_attention(have, need.attention.as_ref(), &mut out);
     check_layers(
-        "attention",
-        have.attention.as_ref(),
-        need.attention.as_ref(),
+        "attention-qk",
+        have.attention_qk.as_ref(),
+        need.attention_qk.as_ref(),
         have,
         &mut out,
     );
@@ -232,11 +293,8 @@ impl Manifest {
     /// sharded job; the message names every difference.
     pub fn check_compatible(&self, expect: &Expectation) -> Result<()> {
         let mut out = Vec::new();
-        if self.schema_version != SCHEMA_VERSION {
-            out.push(format!(
-                "cache schema {} != {SCHEMA_VERSION} understood here",
-                self.schema_version
-            ));
+        if let Err(e) = check_schema(&self.schema_version, &self.targets) {
+            out.push(format!("cache {e}"));
         }
         if let Some(sha) = &expect.tokenizer_sha256 {
             if !sha.eq_ignore_ascii_case(&self.tokenizer_sha256) {
@@ -259,10 +317,13 @@ impl Manifest {
         let missing = missing_targets(&self.targets, &expect.targets);
         if !missing.is_empty() {
             out.extend(missing);
-            out.push(format!(
-                "a cache with them: kd precompute --targets {}",
-                union(&self.targets, &expect.targets)
-            ));
+            let with = union(&self.targets, &expect.targets);
+            out.push(format!("a cache with them: kd precompute --targets {with}"));
+            if let Some(alt) = other_attention_form(&with) {
+                out.push(format!(
+                    "or, with the other attention form: --targets {alt}"
+                ));
+            }
         }
         if let (Some(p), false) = (self.part, expect.allow_partial) {
             out.push(format!(

@@ -9,6 +9,7 @@
 //!   and the check of a record against a [`TargetSpec`].
 //! - [`quant`]: f32 / f16 / bf16 / int8 (per-row scale) matrices and their error bounds.
 //! - [`precision`]: the [`Precision`] enum.
+//! - [`qk`]: attention targets as query/key projections, and the scores recomputed from them.
 //! - [`topk`]: top-k and sampled MLM targets from full-vocabulary logits, and
 //!   teacher probabilities / tail mass at any stored temperature.
 //! - [`targets`]: [`TargetSpec`] and the target-string syntax
@@ -26,7 +27,9 @@
 //! - [`merge`](mod@merge): joining the parts of a sharded run ([`merge()`]).
 //! - [`error`]: the error type, [`CacheError`].
 //!
-//! The on-disk formats are specified in `schemas/cache-v1.md`.
+//! The on-disk formats are specified in `schemas/cache-v2.md` (`kd-cache/2`: `kd-cache/1`
+//! plus the `attention-qk` target; caches without it are still written and read as
+//! `kd-cache/1`, `schemas/cache-v1.md`).
 
 #![warn(missing_docs)]
 
@@ -41,6 +44,7 @@ mod parquet_checksums;
 pub mod parquet_read;
 pub mod parquet_write;
 pub mod precision;
+pub mod qk;
 pub mod quant;
 pub mod reader;
 pub mod record;
@@ -54,7 +58,7 @@ pub use error::{CacheError, Result};
 pub use inspect::{inspect, ColumnSize, InspectReport};
 pub use manifest::{
     Backend, CorpusFile, FileRef, Manifest, MaskingParams, Part, ShardInfo, TeacherInfo,
-    MANIFEST_FILE, SCHEMA_VERSION,
+    MANIFEST_FILE, SCHEMA_VERSION, SCHEMA_VERSION_1,
 };
 pub use merge::{merge, MergeMode};
 pub use precision::Precision;

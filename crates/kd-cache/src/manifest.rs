@@ -8,8 +8,41 @@ use crate::error::{CacheError, Result};
 use crate::targets::TargetSpec;
 use kd_core::fs::{sha256_file, write_atomic};
 
-/// The schema this crate writes and reads.
-pub const SCHEMA_VERSION: &str = "kd-cache/1";
+/// The newest schema this crate writes and reads: `kd-cache/1` plus the `attention_qk`
+/// target (`schemas/cache-v2.md`). Caches that do not hold it are written as
+/// [`SCHEMA_VERSION_1`], so readers that know only version 1 still read them.
+pub const SCHEMA_VERSION: &str = "kd-cache/2";
+
+/// The first schema (`schemas/cache-v1.md`), still read and written for caches without
+/// `attention_qk`.
+pub const SCHEMA_VERSION_1: &str = "kd-cache/1";
+
+/// The schema version a cache holding `targets` is written with: [`SCHEMA_VERSION`] when it
+/// holds `attention_qk`, else [`SCHEMA_VERSION_1`].
+pub fn schema_version_for(targets: &TargetSpec) -> &'static str {
+    if targets.attention_qk.is_some() {
+        SCHEMA_VERSION
+    } else {
+        SCHEMA_VERSION_1
+    }
+}
+
+/// Checks that this crate reads `version` and that a cache of that version may hold
+/// `targets` (`attention_qk` needs `kd-cache/2`); the message says what is wrong.
+pub fn check_schema(version: &str, targets: &TargetSpec) -> std::result::Result<(), String> {
+    if version != SCHEMA_VERSION && version != SCHEMA_VERSION_1 {
+        return Err(format!(
+            "schema {version} is not supported (this reader reads {SCHEMA_VERSION_1} and \
+             {SCHEMA_VERSION})"
+        ));
+    }
+    if version == SCHEMA_VERSION_1 && targets.attention_qk.is_some() {
+        return Err(format!(
+            "schema {version} cannot hold attention_qk targets (they need {SCHEMA_VERSION})"
+        ));
+    }
+    Ok(())
+}
 
 /// File name of the manifest inside a cache folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -142,7 +175,7 @@ pub struct Part {
 /// The manifest of a cache.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
-    /// Always [`SCHEMA_VERSION`] for caches this crate writes.
+    /// [`schema_version_for`] its targets, for caches this crate writes.
     pub schema_version: String,
     /// The teacher.
     pub teacher: TeacherInfo,
@@ -176,7 +209,7 @@ impl Manifest {
     /// are empty and meant to be filled in by the producer.
     pub fn new(targets: TargetSpec, backend: Backend) -> Manifest {
         Manifest {
-            schema_version: SCHEMA_VERSION.to_string(),
+            schema_version: schema_version_for(&targets).to_string(),
             teacher: TeacherInfo {
                 config: serde_json::Value::Null,
                 weights_sha256: String::new(),
@@ -231,6 +264,12 @@ impl Manifest {
     /// Checks file names (plain names, no folders), the targets, and the part.
     pub fn validate(&self) -> Result<()> {
         self.targets.validate()?;
+        if self.targets.attention_qk.is_some() && self.schema_version == SCHEMA_VERSION_1 {
+            return Err(CacheError::Invalid(format!(
+                "schema {SCHEMA_VERSION_1} cannot hold attention_qk targets (they need \
+                 {SCHEMA_VERSION})"
+            )));
+        }
         let names = self
             .shards
             .iter()
@@ -260,6 +299,24 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// The teacher's `(hidden_size, num_attention_heads)` from its config, checked to split
+    /// into whole heads: what recomputing scores from `attention_qk` targets needs.
+    pub fn attention_shape(&self) -> std::result::Result<(usize, usize), String> {
+        let get = |k: &str| {
+            self.teacher
+                .config
+                .get(k)
+                .and_then(|v| v.as_u64())
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| {
+                    format!("teacher.config has no {k}, which attention_qk targets need")
+                })
+        };
+        let (hidden, heads) = (get("hidden_size")?, get("num_attention_heads")?);
+        crate::qk::head_dim(hidden, heads).map_err(|e| format!("teacher.config: {e}"))?;
+        Ok((hidden, heads))
     }
 
     /// Records over all shards.
@@ -296,7 +353,7 @@ mod tests {
         let text = include_str!("../../../schemas/manifest-v1.example.json");
         let m: Manifest = serde_json::from_str(text).unwrap();
         m.validate().unwrap();
-        assert_eq!(m.schema_version, SCHEMA_VERSION);
+        assert_eq!(m.schema_version, SCHEMA_VERSION_1);
         assert_eq!(
             m.targets.to_string(),
             "mlm-topk:k=32,t=1,2@f16,mlm-sampled:k=12,t=2,hidden:0,6@f16,attention:3,6@int8"

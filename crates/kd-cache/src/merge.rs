@@ -5,7 +5,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{CacheError, Result};
-use crate::manifest::{Manifest, ShardInfo, MANIFEST_FILE, SCHEMA_VERSION};
+use crate::manifest::{check_schema, Manifest, ShardInfo, MANIFEST_FILE};
 use kd_core::fs::{sha256_file, HashingWriter, TmpFile};
 
 /// How shard files get into the merged cache.
@@ -90,13 +90,8 @@ fn check_parts(inputs: &[PathBuf]) -> Result<Vec<(PathBuf, Manifest)>> {
     let mut parts = Vec::new();
     for dir in inputs {
         let m = Manifest::load(dir)?;
-        if m.schema_version != SCHEMA_VERSION {
-            return Err(bad(format!(
-                "{}: schema {} != {SCHEMA_VERSION}",
-                dir.display(),
-                m.schema_version
-            )));
-        }
+        check_schema(&m.schema_version, &m.targets)
+            .map_err(|e| bad(format!("{}: {e}", dir.display())))?;
         if m.part.is_none() {
             return Err(bad(format!(
                 "{}: not a part of a sharded run (no `part` in manifest.json)",

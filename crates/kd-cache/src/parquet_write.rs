@@ -26,7 +26,7 @@ use parquet::schema::types::ColumnPath;
 use sha2::Digest;
 
 use crate::error::{CacheError, Result};
-use crate::manifest::{ShardInfo, SCHEMA_VERSION};
+use crate::manifest::{schema_version_for, ShardInfo};
 use crate::mmap_shard::file_name;
 use crate::parquet_checksums::{chunk_range, patch_footer, ChecksumSink, Checksums, KEY};
 use crate::precision::Precision;
@@ -43,6 +43,11 @@ pub fn hidden_column(layer: u32) -> String {
 /// Column of the attention scores of `layer`.
 pub fn attention_column(layer: u32) -> String {
     format!("attention_l{layer}")
+}
+
+/// Column of the query/key projections of `layer`.
+pub fn attention_qk_column(layer: u32) -> String {
+    format!("attention_qk_l{layer}")
 }
 
 fn list_of(t: DataType) -> DataType {
@@ -103,6 +108,11 @@ pub fn arrow_schema(spec: &TargetSpec) -> SchemaRef {
     for (layers, name, shape) in [
         (&spec.hidden, hidden_column as fn(u32) -> String, "[n, H]"),
         (&spec.attention, attention_column, "[heads, n, n]"),
+        (
+            &spec.attention_qk,
+            attention_qk_column,
+            "[n, 2, heads, head_dim]",
+        ),
     ] {
         if let Some(l) = layers {
             for &layer in &l.layers {
@@ -120,7 +130,10 @@ pub fn arrow_schema(spec: &TargetSpec) -> SchemaRef {
     f.push(Field::new("label_class", DataType::UInt32, true));
     f.push(Field::new("label_value", DataType::Float32, true));
     let meta = HashMap::from([
-        ("kd.schema_version".to_string(), SCHEMA_VERSION.to_string()),
+        (
+            "kd.schema_version".to_string(),
+            schema_version_for(spec).to_string(),
+        ),
         ("kd.targets".to_string(), spec.to_string()),
     ]);
     Arc::new(Schema::new_with_metadata(f, meta))
@@ -213,13 +226,16 @@ pub fn build_batch(
         }
         cols.push(Arc::new(b.finish()));
     }
-    for (spec_layers, hidden) in [(&spec.hidden, true), (&spec.attention, false)] {
+    type Layers = fn(&Record) -> &Vec<crate::record::LayerValues>;
+    let kinds: [(&Option<crate::targets::LayerSpec>, Layers); 3] = [
+        (&spec.hidden, |r| &r.hidden),
+        (&spec.attention, |r| &r.attention),
+        (&spec.attention_qk, |r| &r.attention_qk),
+    ];
+    for (spec_layers, of) in kinds {
         let Some(l) = spec_layers else { continue };
         for (i, _) in l.layers.iter().enumerate() {
-            let tensors: Vec<&Quantized> = records
-                .iter()
-                .map(|r| &if hidden { &r.hidden } else { &r.attention }[i].values)
-                .collect();
+            let tensors: Vec<&Quantized> = records.iter().map(|r| &of(r)[i].values).collect();
             cols.push(tensor_column(l.precision, tensors.iter().copied()));
             if l.precision == Precision::Int8 {
                 cols.push(list_f32(tensors.iter().map(|q| q.scales())));

@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::error::{CacheError, Result};
-use crate::manifest::{Backend, Manifest, SCHEMA_VERSION};
+use crate::manifest::{check_schema, Backend, Manifest};
 use crate::mmap_shard::{MmapIter, MmapShard};
 use crate::parquet_read::{ParquetIter, ParquetShard};
 use crate::record::Record;
@@ -142,14 +142,19 @@ impl CacheReader {
     /// read of each file); every other read is checked as it happens.
     pub fn open(dir: &Path) -> Result<CacheReader> {
         let manifest = Manifest::load(dir)?;
-        if manifest.schema_version != SCHEMA_VERSION {
-            return Err(CacheError::Manifest {
+        check_schema(&manifest.schema_version, &manifest.targets).map_err(|message| {
+            CacheError::Manifest {
                 path: Manifest::path(dir),
-                message: format!(
-                    "schema {} is not supported (this reader reads {SCHEMA_VERSION})",
-                    manifest.schema_version
-                ),
-            });
+                message,
+            }
+        })?;
+        if manifest.targets.attention_qk.is_some() {
+            manifest
+                .attention_shape()
+                .map_err(|message| CacheError::Manifest {
+                    path: Manifest::path(dir),
+                    message,
+                })?;
         }
         let mut shards = Vec::with_capacity(manifest.shards.len());
         let mut starts = vec![0usize];

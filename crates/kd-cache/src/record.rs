@@ -83,6 +83,9 @@ pub struct Record {
     pub logits: Option<Vec<f32>>,
     /// Task label, if any.
     pub label: Option<Label>,
+    /// Query and key projections, one per `attention_qk` layer of the spec, in its order
+    /// (layout in [`crate::qk`]).
+    pub attention_qk: Vec<LayerValues>,
 }
 
 fn bad<T>(msg: String) -> Result<T> {
@@ -125,6 +128,39 @@ impl Record {
             .map(|l| &l.values)
     }
 
+    /// Query/key projections of `layer`, if stored.
+    pub fn attention_qk_layer(&self, layer: u32) -> Option<&Quantized> {
+        self.attention_qk
+            .iter()
+            .find(|l| l.layer == layer)
+            .map(|l| &l.values)
+    }
+
+    /// The pre-softmax scores `[heads, n, n]` of encoder layer `layer` over the real block:
+    /// the stored map, else recomputed from the stored query/key projections (for a teacher
+    /// of width `hidden` with `heads` heads, the manifest's); `None` when neither is stored.
+    pub fn attention_scores(
+        &self,
+        layer: u32,
+        hidden: usize,
+        heads: usize,
+    ) -> Result<Option<Vec<f32>>> {
+        if let Some(map) = self.attention_layer(layer) {
+            return Ok(Some(map.decode()));
+        }
+        match self.attention_qk_layer(layer) {
+            Some(qk) => crate::qk::scores(qk, self.len(), hidden, heads)
+                .map(Some)
+                .map_err(|e| {
+                    CacheError::Invalid(format!(
+                        "record {}: attention_qk layer {layer}: {e}",
+                        self.seq_id
+                    ))
+                }),
+            None => Ok(None),
+        }
+    }
+
     /// Converts every tensor to the precision of `spec` (a no-op when they
     /// already match), so producers may hand over f32 values.
     pub fn conform(&mut self, spec: &TargetSpec) -> Result<()> {
@@ -142,6 +178,19 @@ impl Record {
                     if l.values.precision() != s.precision {
                         l.values = l.values.to_precision(s.precision)?;
                     }
+                }
+            }
+        }
+        if let Some(s) = &spec.attention_qk {
+            let n = self.input_ids.len();
+            for l in self.attention_qk.iter_mut() {
+                if l.values.precision() != s.precision {
+                    // One row per token, except int8 (which keeps the rows it is given).
+                    let cols = match crate::qk::width(&l.values, n) {
+                        Ok(w) if s.precision != Precision::Int8 => w,
+                        _ => l.values.cols(),
+                    };
+                    l.values = Quantized::encode(&l.values.decode(), cols, s.precision)?;
                 }
             }
         }
@@ -192,6 +241,16 @@ impl Record {
             }
             Ok(())
         })?;
+        validate_layers(
+            "attention_qk",
+            &self.attention_qk,
+            spec.attention_qk.as_ref(),
+            |q| {
+                crate::qk::width(q, n)
+                    .map(|_| ())
+                    .map_err(CacheError::Invalid)
+            },
+        )?;
         match (&self.logits, spec.logits) {
             (None, true) => return bad("the cache stores logits; the record has none".into()),
             (Some(_), false) => return bad("the record has logits the cache does not store".into()),

@@ -10,6 +10,7 @@
 //! hidden:0,6@int8           hidden states of layers 0 (embeddings) and 6, int8
 //! hidden:last / hidden:all  the last layer / layers 0..=N
 //! attention:3,6             pre-softmax attention scores of encoder layers 3 and 6
+//! attention-qk:3,6@int8     their query and key projections (scores recomputed by readers)
 //! logits                    classifier logits
 //! ```
 //!
@@ -18,7 +19,7 @@
 //! attention layers are encoder layers 1..=N. `last` is N, given by the caller.
 //! A precision (`@f32`, `@f16`, `@bf16`, `@int8`) may follow any argument of
 //! a target. Defaults: `mlm-topk` k = 32, t = 1, f16; `mlm-sampled` k = 12,
-//! t = 1; `hidden` and `attention` f16.
+//! t = 1; `hidden`, `attention` and `attention-qk` f16.
 
 use std::fmt;
 
@@ -26,7 +27,14 @@ use crate::error::{CacheError, Result};
 use crate::precision::Precision;
 
 /// The target names of the string syntax.
-pub const TARGET_NAMES: [&str; 5] = ["mlm-topk", "mlm-sampled", "hidden", "attention", "logits"];
+pub const TARGET_NAMES: [&str; 6] = [
+    "mlm-topk",
+    "mlm-sampled",
+    "hidden",
+    "attention",
+    "attention-qk",
+    "logits",
+];
 
 /// Top-k teacher logits at masked positions (or at every token).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -98,6 +106,10 @@ pub struct TargetSpec {
     /// Classifier logits.
     #[serde(default)]
     pub logits: bool,
+    /// Query and key projections of encoder layers, from which readers recompute the
+    /// pre-softmax scores (schema `kd-cache/2`; absent from every `kd-cache/1` manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_qk: Option<LayerSpec>,
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T> {
@@ -348,6 +360,12 @@ impl TargetSpec {
                         precision: item.precision.unwrap_or(Precision::F16),
                     })
                 }
+                "attention-qk" => {
+                    spec.attention_qk = Some(LayerSpec {
+                        layers: parse_layers(item, 1, num_layers)?,
+                        precision: item.precision.unwrap_or(Precision::F16),
+                    })
+                }
                 _ => {
                     if !item.args.is_empty() || item.precision.is_some() {
                         return err("logits takes no arguments (stored as f32)");
@@ -368,6 +386,7 @@ impl TargetSpec {
             && self.mlm_sampled.is_none()
             && self.hidden.is_none()
             && self.attention.is_none()
+            && self.attention_qk.is_none()
             && !self.logits
     }
 
@@ -391,13 +410,17 @@ impl TargetSpec {
                 return err("mlm_sampled needs 0 < k <= 65535 and a positive temperature");
             }
         }
-        for (name, l) in [("hidden", &self.hidden), ("attention", &self.attention)] {
+        for (name, l) in [
+            ("hidden", &self.hidden),
+            ("attention", &self.attention),
+            ("attention_qk", &self.attention_qk),
+        ] {
             if let Some(l) = l {
                 if l.layers.is_empty() || l.layers.windows(2).any(|w| w[0] >= w[1]) {
                     return err(format!("{name} layers must be non-empty and ascending"));
                 }
-                if name == "attention" && l.layers.contains(&0) {
-                    return err("attention layers start at 1");
+                if name != "hidden" && l.layers.contains(&0) {
+                    return err(format!("{name} layers start at 1"));
                 }
             }
         }
@@ -438,6 +461,9 @@ impl fmt::Display for TargetSpec {
         if let Some(a) = &self.attention {
             parts.push(format!("attention:{}@{}", join(&a.layers), a.precision));
         }
+        if let Some(a) = &self.attention_qk {
+            parts.push(format!("attention-qk:{}@{}", join(&a.layers), a.precision));
+        }
         if self.logits {
             parts.push("logits".into());
         }
@@ -474,6 +500,13 @@ mod tests {
 
         let s = TargetSpec::parse("attention:all@int8", 4).unwrap();
         assert_eq!(s.attention.unwrap().layers, vec![1, 2, 3, 4]);
+        let s = TargetSpec::parse("hidden:0,attention-qk:2,4,6,mlm-topk", 6).unwrap();
+        let qk = s.attention_qk.unwrap();
+        assert_eq!((qk.layers, qk.precision), (vec![2, 4, 6], Precision::F16));
+        assert!(s.attention.is_none() && s.mlm_topk.is_some());
+        let s = TargetSpec::parse("attention-qk:last@int8", 6).unwrap();
+        let qk = s.attention_qk.unwrap();
+        assert_eq!((qk.layers, qk.precision), (vec![6], Precision::Int8));
         assert!(TargetSpec::parse("logits", 4).unwrap().logits);
         assert!(TargetSpec::parse("mlm-topk", 4).unwrap().mlm_topk.is_some());
         assert_eq!(
@@ -489,7 +522,7 @@ mod tests {
     #[test]
     fn display_parses_back() {
         let text = "mlm-topk:k=16,t=1,2.5@f16,mlm-sampled:k=12,t=2,hidden:0,3@int8,\
-                    attention:1,3@bf16,logits";
+                    attention:1,3@bf16,attention-qk:2,3@int8,logits";
         let s = TargetSpec::parse(text, 3).unwrap();
         assert_eq!(TargetSpec::parse(&s.to_string(), 3).unwrap(), s);
         s.validate().unwrap();
@@ -512,6 +545,8 @@ mod tests {
             ("bogus", "unknown target `bogus`"),
             ("hidden:13", "out of range 0..=12"),
             ("attention:0", "out of range 1..=12"),
+            ("attention-qk:0", "out of range 1..=12"),
+            ("attention-qk", "needs layers"),
             ("hidden", "needs layers"),
             ("hidden:x7", "bad layer `x7`"),
             ("mlm-topk:k=0", "positive integer"),
@@ -532,7 +567,7 @@ mod tests {
         }
         let e = TargetSpec::parse("bogus", 12).unwrap_err().to_string();
         assert!(
-            e.contains("mlm-topk, mlm-sampled, hidden, attention, logits"),
+            e.contains("mlm-topk, mlm-sampled, hidden, attention, attention-qk, logits"),
             "{e}"
         );
     }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::error::{CacheError, Result};
-use crate::manifest::{Manifest, ShardInfo, SCHEMA_VERSION};
+use crate::manifest::{check_schema, Manifest, ShardInfo};
 use crate::reader::Shard;
 use kd_core::fs::sha256_file;
 
@@ -65,9 +65,39 @@ impl fmt::Display for VerifyReport {
 /// Decodes every record of `shard`; returns (rows, tokens) or the first error.
 fn decode_all(path: &Path, manifest: &Manifest) -> Result<(u64, u64)> {
     let shard = Shard::open(path, manifest.backend, &manifest.targets)?;
+    // Query/key projections must have the teacher's width (2 x hidden_size per token).
+    let qk_width = match &manifest.targets.attention_qk {
+        Some(_) => Some(
+            manifest
+                .attention_shape()
+                .map_err(|m| CacheError::Manifest {
+                    path: path.with_file_name(crate::manifest::MANIFEST_FILE),
+                    message: m,
+                })?
+                .0
+                * 2,
+        ),
+        None => None,
+    };
     let (mut rows, mut tokens) = (0u64, 0u64);
     for r in shard.iter(&manifest.targets) {
         let r = r?;
+        if let Some(want) = qk_width {
+            for l in &r.attention_qk {
+                let w = crate::qk::width(&l.values, r.len()).unwrap_or(0);
+                if r.len() > 0 && w != want {
+                    return Err(CacheError::corrupt(
+                        path,
+                        format!("record {rows}"),
+                        format!(
+                            "attention_qk layer {} holds {w} values per token, expected \
+                             2 x hidden_size = {want}",
+                            l.layer
+                        ),
+                    ));
+                }
+            }
+        }
         rows += 1;
         tokens += r.input_ids.len() as u64;
     }
@@ -134,15 +164,12 @@ fn short(sha: &str) -> String {
 /// first bad file and, where known, the record or row group.
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
     let manifest = Manifest::load(dir)?;
-    if manifest.schema_version != SCHEMA_VERSION {
-        return Err(CacheError::Manifest {
+    check_schema(&manifest.schema_version, &manifest.targets).map_err(|message| {
+        CacheError::Manifest {
             path: Manifest::path(dir),
-            message: format!(
-                "schema {} is not supported (this reader reads {SCHEMA_VERSION})",
-                manifest.schema_version
-            ),
-        });
-    }
+            message,
+        }
+    })?;
     let mut token_counts_checked = false;
     if let Some(tc) = &manifest.token_counts {
         let path = dir.join(&tc.file);

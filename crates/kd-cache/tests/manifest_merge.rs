@@ -78,13 +78,21 @@ fn compatibility_refusals_name_the_difference() {
         "{e}"
     );
 
-    let mut v2 = m.clone();
-    v2.schema_version = "kd-cache/2".into();
-    let e = v2
+    let mut v3 = m.clone();
+    v3.schema_version = "kd-cache/3".into();
+    let e = v3
         .check_compatible(&Expectation::default())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("cache schema kd-cache/2 != kd-cache/1"), "{e}");
+    assert!(
+        e.contains("cache schema kd-cache/3 is not supported")
+            && e.contains("reads kd-cache/1 and kd-cache/2"),
+        "{e}"
+    );
+    // Version 2 reads every version-1 cache; only attention_qk needs it.
+    let mut v2 = m.clone();
+    v2.schema_version = "kd-cache/2".into();
+    v2.check_compatible(&Expectation::default()).unwrap();
 
     let mut part = m.clone();
     part.part = Some(Part { index: 1, count: 2 });

@@ -1,6 +1,6 @@
 //! The teacher side of distillation: run a teacher once over a masked corpus (or task data)
 //! and write what students need to a cache (see the `kd-cache` crate and
-//! `schemas/cache-v1.md`).
+//! `schemas/cache-v2.md`).
 //!
 //! - [`sources`]: which sequences (corpus split and sample, or a task split).
 //! - [`plan`]: shards per masked epoch, and the slice a `--shard i/N` part produces.

@@ -38,7 +38,7 @@ pub struct PrecomputeConfig {
     pub source: SourceConfig,
     /// Cache directory.
     pub out: PathBuf,
-    /// Targets, e.g. `mlm-topk:k=32,hidden:last` (see `schemas/cache-v1.md`).
+    /// Targets, e.g. `mlm-topk:k=32,hidden:last` (see `schemas/cache-v2.md`).
     pub targets: String,
     /// Masked views of the corpus.
     pub epochs: u32,

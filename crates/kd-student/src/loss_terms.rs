@@ -8,9 +8,7 @@ use crate::student::{StudentOutputs, Wants};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use kd_cache::{
-    LayerSpec, Manifest, Precision, Quantized, Record, TargetSpec, TopKPositions, TopKSpec,
-};
+use kd_cache::{LayerSpec, Manifest, Precision, Record, TargetSpec, TopKPositions, TopKSpec};
 use kd_distill::{
     attention_mse, cosine_embedding, hidden_mse, logit_mse, mlm_cross_entropy, soft_target_sampled,
     soft_target_topk, Projection, SampledTargets, SoftTargetConfig, TailMode, TopKTargets,
@@ -54,6 +52,9 @@ pub struct ResolvedLoss {
     pub pairs: Vec<(usize, usize)>,
     /// One projection per pair, when the entry asks for one.
     pub projections: Vec<Projection>,
+    /// The teacher's sizes (the width and heads that turn cached query/key projections back
+    /// into attention scores).
+    pub teacher: ModelShapes,
 }
 
 /// The cache's top-k layout, for soft targets.
@@ -174,6 +175,7 @@ pub fn resolve(
             spec: spec.clone(),
             pairs,
             projections,
+            teacher,
         });
     }
     Ok(out)
@@ -435,19 +437,22 @@ fn real_rows(inp: &TermInputs) -> Result<Tensor> {
 }
 
 /// The teacher's attention scores of `layer`, `[B, heads, L, L]`: each record's real block
-/// where it was stored, `-10000` (the additive padding mask) everywhere else.
-fn teacher_scores(inp: &TermInputs, layer: usize, heads: usize) -> Result<Tensor> {
+/// where it was stored (as a map, or recomputed from its query/key projections for a teacher
+/// of width `hidden`), `-10000` (the additive padding mask) everywhere else.
+fn teacher_scores(inp: &TermInputs, layer: usize, heads: usize, hidden: usize) -> Result<Tensor> {
     let (b, l) = (inp.batch.batch_size, inp.batch.seq_len);
     let mut t = vec![-10000f32; b * heads * l * l];
     for (r, rec) in inp.records.iter().enumerate() {
-        let q: &Quantized = rec.attention_layer(layer as u32).ok_or_else(|| {
-            Error::Config(format!(
-                "record {} has no attention layer {layer}",
-                rec.seq_id
-            ))
-        })?;
+        let v = rec
+            .attention_scores(layer as u32, hidden, heads)?
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "record {} has no attention layer {layer} (neither its map nor its \
+                     query/key projections)",
+                    rec.seq_id
+                ))
+            })?;
         let n = rec.len();
-        let v = q.decode();
         if v.len() != heads * n * n {
             return Err(Error::Config(format!(
                 "record {}: attention layer {layer} holds {} values, expected {heads} x {n} x {n}",
@@ -485,7 +490,8 @@ fn attention_terms(loss: &ResolvedLoss, out: &StudentOutputs, inp: &TermInputs) 
             .ok_or_else(|| Error::Config(format!("the student returned no attention layer {s}")))?;
         let heads = student.dim(1)?;
         let student = student.broadcast_add(&query_pad.to_dtype(student.dtype())?)?;
-        let teacher = teacher_scores(inp, t, heads)?.to_dtype(student.dtype())?;
+        let teacher = teacher_scores(inp, t, heads, loss.teacher.hidden)?;
+        let teacher = teacher.to_dtype(student.dtype())?;
         // attention_mse averages over the padded [B, heads, L, L]; padded entries are 0 on
         // both sides, so rescaling to the real entries' count gives their mean.
         let real: usize = inp.records.iter().map(|r| heads * r.len() * r.len()).sum();

@@ -1,6 +1,6 @@
 //! From one teacher forward pass over a padded batch to one cache record per sequence: MLM
-//! distributions at the masked positions, hidden states and attention scores of the chosen
-//! layers over real tokens only, classifier logits.
+//! distributions at the masked positions, hidden states, attention scores and attention
+//! query/key projections of the chosen layers over real tokens only, classifier logits.
 
 use crate::Result;
 use candle_core::{DType, IndexOp, Tensor};
@@ -57,6 +57,7 @@ pub fn extract_batch(
         .unwrap_or_default();
     let out = teacher.encode(&input, &attention_layers, &mut ForwardCtx::eval())?;
     let (b, l) = (batch.batch_size, batch.seq_len);
+    let qk = query_keys(teacher, &out, spec)?;
     let lengths: Vec<usize> = (0..b)
         .map(|r| {
             batch.attention_mask[r * l..(r + 1) * l]
@@ -183,12 +184,64 @@ pub fn extract_batch(
                 });
             }
         }
+        if let Some(a) = &spec.attention_qk {
+            for (layer, attention, q, k) in &qk {
+                let row = |t: &Tensor| -> Result<Vec<f32>> {
+                    Ok(t.i((r, 0..n))?.flatten_all()?.to_vec1()?)
+                };
+                let hidden = q.dim(2)?;
+                rec.attention_qk.push(LayerValues {
+                    layer: *layer,
+                    values: kd_cache::qk::encode(
+                        &row(q)?,
+                        &row(k)?,
+                        n,
+                        hidden,
+                        *attention,
+                        a.precision,
+                    )?,
+                });
+            }
+        }
         if let Some(c) = &class_logits {
             rec.logits = Some(c[r].clone());
         }
         records.push(rec);
     }
     Ok(records)
+}
+
+/// The query and key projections `[B, L, H]` (f32) of each `attention_qk` layer of `spec`,
+/// with the layer's head count: encoder layer `l` reads hidden state `l - 1`.
+fn query_keys(
+    teacher: &Bert,
+    out: &kd_bert::EncoderOutput,
+    spec: &TargetSpec,
+) -> Result<Vec<(u32, usize, Tensor, Tensor)>> {
+    let Some(a) = &spec.attention_qk else {
+        return Ok(Vec::new());
+    };
+    let mut qk = Vec::with_capacity(a.layers.len());
+    for &layer in &a.layers {
+        let missing =
+            || crate::Error::Config(format!("the teacher has no attention layer {layer}"));
+        let l = (layer as usize).checked_sub(1).ok_or_else(missing)?;
+        let attention = teacher
+            .encoder
+            .layers
+            .get(l)
+            .ok_or_else(missing)?
+            .attention();
+        let input = out.hidden_states.get(l).ok_or_else(missing)?;
+        let (q, k) = attention.query_key(input)?;
+        qk.push((
+            layer,
+            attention.heads(),
+            q.to_dtype(DType::F32)?,
+            k.to_dtype(DType::F32)?,
+        ));
+    }
+    Ok(qk)
 }
 
 /// Shape-check helper used by tests: the scores tensor of a record's attention layer as

@@ -4,7 +4,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float32Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow::record_batch::RecordBatch;
 
-use crate::parquet_write::{attention_column, hidden_column};
+use crate::parquet_write::{attention_column, attention_qk_column, hidden_column};
 use crate::precision::Precision;
 use crate::quant::Quantized;
 use crate::record::{Label, LayerValues, Record, Sampled, TopK};
@@ -52,14 +52,14 @@ fn list_f32(b: &RecordBatch, name: &str, i: usize) -> Res<Vec<f32>> {
     Ok(p.values().to_vec())
 }
 
-/// The tensor in column `name` at row `i`; `cols` maps the element count to
-/// the row length.
+/// The tensor in column `name` at row `i`; `cols` maps the element count and
+/// the number of row scales (int8; else 0) to the row length.
 fn tensor(
     b: &RecordBatch,
     name: &str,
     i: usize,
     p: Precision,
-    cols: &dyn Fn(usize) -> usize,
+    cols: &dyn Fn(usize, usize) -> usize,
 ) -> Res<Quantized> {
     let data = if p == Precision::F32 {
         list_f32(b, name, i)?
@@ -81,7 +81,7 @@ fn tensor(
     } else {
         Vec::new()
     };
-    let cols = cols(data.len() / p.elem_size());
+    let cols = cols(data.len() / p.elem_size(), scales.len());
     Quantized::from_parts(p, cols, data, scales).map_err(|e| format!("column `{name}`: {e}"))
 }
 
@@ -110,7 +110,7 @@ pub(super) fn decode_row(b: &RecordBatch, i: usize, spec: &TargetSpec) -> Res<Re
     if let Some(t) = &spec.mlm_topk {
         r.mlm_topk = Some(TopK {
             ids: need(list_u32(b, "topk_ids", i)?, "topk_ids")?,
-            logits: tensor(b, "topk_logits", i, t.logit_precision, &|_| t.k as usize)?,
+            logits: tensor(b, "topk_logits", i, t.logit_precision, &|_, _| t.k as usize)?,
             log_partition: list_f32(b, "log_partition", i)?,
         });
     }
@@ -130,15 +130,30 @@ pub(super) fn decode_row(b: &RecordBatch, i: usize, spec: &TargetSpec) -> Res<Re
     }
     if let Some(h) = &spec.hidden {
         for &layer in &h.layers {
-            let per_token = |elems: usize| elems.checked_div(n).unwrap_or(0);
+            let per_token = |elems: usize, _| elems.checked_div(n).unwrap_or(0);
             let values = tensor(b, &hidden_column(layer), i, h.precision, &per_token)?;
             r.hidden.push(LayerValues { layer, values });
         }
     }
     if let Some(a) = &spec.attention {
         for &layer in &a.layers {
-            let values = tensor(b, &attention_column(layer), i, a.precision, &|_| n)?;
+            let values = tensor(b, &attention_column(layer), i, a.precision, &|_, _| n)?;
             r.attention.push(LayerValues { layer, values });
+        }
+    }
+    if let Some(a) = &spec.attention_qk {
+        // One row per token, or one per int8 scale.
+        let rows = |elems: usize, scales: usize| {
+            let rows = if a.precision == Precision::Int8 {
+                scales
+            } else {
+                n
+            };
+            elems.checked_div(rows).unwrap_or(0)
+        };
+        for &layer in &a.layers {
+            let values = tensor(b, &attention_qk_column(layer), i, a.precision, &rows)?;
+            r.attention_qk.push(LayerValues { layer, values });
         }
     }
     if spec.logits {

@@ -150,7 +150,7 @@ pub fn evaluate_layers(
         if has(&targets.hidden, t) {
             wants.hidden.insert(s);
         }
-        if s > 0 && has(&targets.attention, t) {
+        if s > 0 && (has(&targets.attention, t) || has(&targets.attention_qk, t)) {
             wants.attention.insert(s);
         }
     }
@@ -198,10 +198,24 @@ pub fn evaluate_layers(
                 let a: Vec<f32> = a.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
                 let heads = a.len() / (chunk.len() * l * l).max(1);
                 for (r, rec) in chunk.iter().enumerate() {
-                    let tv = rec.attention_layer(t as u32).ok_or_else(|| {
-                        Error::Config(format!("record {} has no attention layer {t}", rec.seq_id))
-                    })?;
-                    let (n, tv) = (rec.len(), tv.decode());
+                    // The stored map, or the scores recomputed from query/key projections.
+                    let tv = rec
+                        .attention_scores(t as u32, teacher.hidden, teacher.heads)?
+                        .ok_or_else(|| {
+                            Error::Config(format!(
+                                "record {} has no attention layer {t}",
+                                rec.seq_id
+                            ))
+                        })?;
+                    let n = rec.len();
+                    if tv.len() != heads * n * n {
+                        return Err(Error::Config(format!(
+                            "record {}: teacher attention layer {t} holds {} scores, the \
+                             student's {heads} heads need {heads} x {n} x {n}",
+                            rec.seq_id,
+                            tv.len()
+                        )));
+                    }
                     for hd in 0..heads {
                         for q in 0..n {
                             let srow: Vec<f64> = (0..n)
