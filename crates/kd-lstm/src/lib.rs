@@ -9,17 +9,22 @@
 //! - [`config`]: `config.json` (its fields and the saved tensor names are documented there).
 //! - [`model`]: the classifier (single sentences, or siamese over sentence pairs).
 //! - [`init`]: seeded fresh parameters, the embedding table from a teacher.
+//! - [`io`]: the saved directory (config, PyTorch-named weights, tokenizer files).
+//! - [`student`]: the model as a kd-student `Student` (class logits for logit losses).
 //! - [`error`]: the crate's error type.
 
 pub mod config;
 pub mod error;
 pub mod init;
+pub mod io;
 pub mod lstm;
 pub mod model;
 pub mod recurrence;
+pub mod student;
 
 pub use config::BiLstmConfig;
 pub use error::{Error, Result};
 pub use lstm::BiLstm;
 pub use model::BiLstmClassifier;
 pub use recurrence::bilstm_recurrence;
+pub use student::BiLstmStudent;
