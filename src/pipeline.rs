@@ -17,6 +17,7 @@
 //! Any key can be overridden from the command line with `--set steps.0.train.lr=1e-4`.
 
 use anyhow::{bail, Context, Result};
+use kd_augment::AugmentConfig;
 use kd_precompute::PrecomputeConfig;
 use kd_student::distil::DistilConfig;
 use kd_student::eval::EvalSuite;
@@ -69,6 +70,8 @@ pub enum Step {
     Train(Box<DistilConfig>),
     /// `kd eval` of several students on one held-out cache, side by side.
     Eval(EvalSuite),
+    /// `kd augment`: a transfer set of task examples and augmented copies.
+    Augment(Box<AugmentConfig>),
 }
 
 impl Step {
@@ -80,6 +83,7 @@ impl Step {
             Step::Precompute(_) => "precompute",
             Step::Train(_) => "train",
             Step::Eval(_) => "eval",
+            Step::Augment(_) => "augment",
         }
     }
 }
@@ -116,6 +120,7 @@ fn fill_step_defaults(step: &mut toml::Value) -> Result<()> {
         "finetune_classify" => defaults::<ClassifyConfig>()?,
         "precompute" => defaults::<PrecomputeConfig>()?,
         "train" => defaults::<DistilConfig>()?,
+        "augment" => defaults::<AugmentConfig>()?,
         // Other kinds (and unknown ones, refused below with the list of kinds) as written.
         _ => return Ok(()),
     };

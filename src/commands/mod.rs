@@ -3,6 +3,7 @@
 //! To add a stage: write `commands/<stage>.rs` with an `Args` struct and a `run` function, add a
 //! variant to [`Command`] and one arm to [`Command::run`].
 
+mod augment;
 mod cache;
 mod embed;
 mod eval;
@@ -60,6 +61,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Run a whole pipeline from a TOML file (or the embedded default).
     Run(run::RunArgs),
+    /// Build a transfer set: a task's examples and augmented copies (TinyBERT or Tang et al.).
+    Augment(augment::AugmentArgs),
 }
 
 impl Command {
@@ -75,6 +78,7 @@ impl Command {
             Command::Train(args) => train::run(&args, global),
             Command::Eval(args) => eval::run(&args, global),
             Command::Run(args) => run::run(&args, global),
+            Command::Augment(args) => augment::run(&args, global),
         }
     }
 }

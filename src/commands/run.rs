@@ -81,6 +81,7 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
             Step::FinetuneClassify(c) => serde_json::to_value(run_classify(c, &device)?)?,
             Step::Precompute(c) => serde_json::to_value(run_precompute(c, &device)?)?,
             Step::Train(c) => serde_json::to_value(train_student(c, &device)?)?,
+            Step::Augment(c) => serde_json::to_value(kd_augment::run_augment(c, &device)?)?,
             Step::Eval(c) => {
                 let report = run_suite(c, &device)?;
                 for r in &report.students {

@@ -19,6 +19,19 @@ pub struct Lexicon {
     tags: HashMap<String, Vec<String>>,
     /// For each tag, the words whose first tag it is, sorted byte-wise.
     by_first_tag: HashMap<String, Vec<String>>,
+    /// For each tag, the words of `by_first_tag` fit to replace a word ([`is_plain_word`]).
+    replacements: HashMap<String, Vec<String>>,
+}
+
+/// Whether a lexicon word of tag `tag` may replace a word of the same tag: ASCII letters with
+/// inner hyphens only (no digits, dots or slashes), and lower case unless the tag is a proper
+/// noun's (`NNP`, `NNPS`), so that common words are not swapped for stray capitalised entries.
+pub fn is_plain_word(word: &str, tag: &str) -> bool {
+    let letters = word.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-')
+        && word.bytes().any(|b| b.is_ascii_alphabetic())
+        && !word.starts_with('-')
+        && !word.ends_with('-');
+    letters && (tag.starts_with("NNP") || !word.bytes().any(|b| b.is_ascii_uppercase()))
 }
 
 impl Lexicon {
@@ -58,7 +71,18 @@ impl Lexicon {
         for words in by_first_tag.values_mut() {
             words.sort_unstable();
         }
-        Ok(Lexicon { tags, by_first_tag })
+        let replacements = by_first_tag
+            .iter()
+            .map(|(tag, words)| {
+                let plain = words.iter().filter(|w| is_plain_word(w, tag)).cloned();
+                (tag.clone(), plain.collect())
+            })
+            .collect();
+        Ok(Lexicon {
+            tags,
+            by_first_tag,
+            replacements,
+        })
     }
 
     /// Number of words with at least one tag.
@@ -82,6 +106,12 @@ impl Lexicon {
     /// The words whose most likely tag is `tag`, sorted (empty for a tag no word has).
     pub fn words_tagged(&self, tag: &str) -> &[String] {
         self.by_first_tag.get(tag).map_or(&[], Vec::as_slice)
+    }
+
+    /// The words of [`Lexicon::words_tagged`] that may replace a word tagged `tag`
+    /// ([`is_plain_word`]), sorted.
+    pub fn replacements(&self, tag: &str) -> &[String] {
+        self.replacements.get(tag).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -329,7 +359,17 @@ mod tests {
         assert_eq!(lex.lookup("a/b").unwrap(), ["NN"]);
         assert!(lex.lookup("").is_none());
         assert_eq!(lex.words_tagged("NN"), ["a/b", "bare"]);
+        assert_eq!(lex.replacements("NN"), ["bare"]);
         assert!(lex.words_tagged("XX").is_empty());
+    }
+
+    #[test]
+    fn plain_words() {
+        assert!(is_plain_word("well-made", "JJ") && is_plain_word("Paris", "NNP"));
+        assert!(!is_plain_word("Paris", "NN") && !is_plain_word("U.S.", "NNP"));
+        assert!(
+            !is_plain_word("1990s", "NNS") && !is_plain_word("-", ":") && !is_plain_word(",", ",")
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use crate::lexicon::Lexicon;
 use crate::pos::tag_sentence;
 use crate::rng::{index, unit};
-use crate::words::{render, split_words, Word};
+use crate::words::{match_case, render, split_words, Word};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -142,9 +142,22 @@ impl TangText {
         &self.tags
     }
 
+    /// Whether word `i` is the tail of a contraction (`s` of `it's`, `t` of `doesn't`): it
+    /// directly follows an apostrophe that directly follows a word.
+    fn is_clitic(&self, i: usize) -> bool {
+        i >= 2 && {
+            let (prev, w) = (self.words[i - 1], self.words[i]);
+            matches!(prev.of(&self.text), "'" | "\u{2019}")
+                && prev.end == w.start
+                && self.words[i - 2].end == prev.start
+        }
+    }
+
     /// One augmented copy: draws the plan, then (in word order) the replacement of every word
-    /// planned for POS replacement: a uniform pick among the lexicon's other words with its tag
-    /// (the word stays when its tag has no other word).
+    /// planned for POS replacement: a uniform pick among the lexicon's other plain words with
+    /// its tag ([`Lexicon::replacements`]), capitalised like the word. Words without a letter
+    /// (punctuation, numbers), the tails of contractions and words whose tag has no other word
+    /// stay.
     pub fn augment(&self, lexicon: &Lexicon, s: &TangSettings, rng: &mut impl RngCore) -> String {
         let plan = plan_copy(self.words.len(), s, rng);
         let mut new: Vec<Option<String>> = vec![None; self.words.len()];
@@ -154,7 +167,10 @@ impl TangText {
                 WordAction::Mask => new[i] = Some(MASK.to_string()),
                 WordAction::Pos => {
                     let word = self.words[i].of(&self.text);
-                    new[i] = pick_other(lexicon.words_tagged(&self.tags[i]), word, rng);
+                    if word.bytes().any(|b| b.is_ascii_alphabetic()) && !self.is_clitic(i) {
+                        let pick = pick_other(lexicon.replacements(&self.tags[i]), word, rng);
+                        new[i] = pick.map(|w| match_case(word, &w));
+                    }
                 }
             }
         }

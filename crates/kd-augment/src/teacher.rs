@@ -133,16 +133,18 @@ impl MlmTeacher {
     }
 
     /// Whether `id` is a whole word a replacement may use: not special, not a `##` sub-word
-    /// piece.
-    pub fn is_word_piece_start(&self, id: u32) -> bool {
-        !self.is_special(id) && !self.token(id).starts_with("##") && !self.token(id).is_empty()
+    /// piece, and a word (letters only: punctuation and digits are not words to put in a
+    /// word's place).
+    pub fn is_replacement(&self, id: u32) -> bool {
+        let t = self.token(id);
+        !self.is_special(id) && !t.starts_with("##") && is_alphabetic(t)
     }
 
     /// Whether `id` is a candidate for the embedding neighbours of multi-piece words: a whole
     /// word of at least two ASCII letters.
     pub fn is_neighbour_candidate(&self, id: u32) -> bool {
         let t = self.token(id);
-        self.is_word_piece_start(id) && t.len() >= 2 && is_alphabetic(t)
+        self.is_replacement(id) && t.len() >= 2
     }
 
     /// The word pieces of `text` with their byte offsets.
@@ -180,36 +182,47 @@ impl MlmTeacher {
         })
     }
 
-    /// MLM logits at the mask of each query, `batch_size` queries per forward pass, as rows
-    /// of the vocabulary.
+    /// MLM logits at the mask of each query, in query order, as rows of the vocabulary. The
+    /// queries run `batch_size` per forward pass, grouped by length (a stable sort) so that
+    /// little padding is computed.
     pub fn mask_logits(&self, queries: &[MlmQuery], batch_size: usize) -> Result<Vec<Vec<f32>>> {
-        let mut rows = Vec::with_capacity(queries.len());
-        for chunk in queries.chunks(batch_size.max(1)) {
-            let items: Vec<BatchItem> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, q)| BatchItem {
-                    id: i as u64,
-                    input_ids: &q.input_ids,
-                    token_type_ids: Some(&q.token_type_ids),
-                    mlm_positions: &[],
-                    mlm_labels: &[],
-                    label: None,
-                })
-                .collect();
-            let batch = collate(&items, self.specials.pad)?;
-            let input = BertInput::from_batch(&batch, &self.device)?;
-            let len = batch.seq_len;
-            let flat: Vec<u32> = (chunk.iter().enumerate())
-                .map(|(b, q)| (b * len + q.position) as u32)
-                .collect();
-            let flat = Tensor::from_vec(flat, chunk.len(), &self.device)?;
-            let out = self.model.encode(&input, &[], &mut ForwardCtx::eval())?;
-            let hidden = gather_positions(out.last_hidden_state(), &flat)?;
-            let logits = self.model.mlm_logits(&hidden)?.to_dtype(DType::F32)?;
-            rows.extend(logits.to_vec2::<f32>()?);
+        let mut order: Vec<usize> = (0..queries.len()).collect();
+        order.sort_by_key(|&i| queries[i].input_ids.len());
+        let mut rows: Vec<Vec<f32>> = vec![Vec::new(); queries.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch: Vec<&MlmQuery> = chunk.iter().map(|&i| &queries[i]).collect();
+            for (&i, row) in chunk.iter().zip(self.forward_masks(&batch)?) {
+                rows[i] = row;
+            }
         }
         Ok(rows)
+    }
+
+    /// One forward pass over `batch` (right-padded): the MLM logits at each query's mask.
+    pub fn forward_masks(&self, batch: &[&MlmQuery]) -> Result<Vec<Vec<f32>>> {
+        let items: Vec<BatchItem> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, q)| BatchItem {
+                id: i as u64,
+                input_ids: &q.input_ids,
+                token_type_ids: Some(&q.token_type_ids),
+                mlm_positions: &[],
+                mlm_labels: &[],
+                label: None,
+            })
+            .collect();
+        let padded = collate(&items, self.specials.pad)?;
+        let input = BertInput::from_batch(&padded, &self.device)?;
+        let len = padded.seq_len;
+        let flat: Vec<u32> = (batch.iter().enumerate())
+            .map(|(b, q)| (b * len + q.position) as u32)
+            .collect();
+        let flat = Tensor::from_vec(flat, batch.len(), &self.device)?;
+        let out = self.model.encode(&input, &[], &mut ForwardCtx::eval())?;
+        let hidden = gather_positions(out.last_hidden_state(), &flat)?;
+        let logits = self.model.mlm_logits(&hidden)?.to_dtype(DType::F32)?;
+        Ok(logits.to_vec2::<f32>()?)
     }
 
     /// The word-piece input embedding table `[V, H]`, row-major, as f32.

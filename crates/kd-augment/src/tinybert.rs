@@ -1,7 +1,7 @@
 //! TinyBERT's augmentation (Jiao et al. 2020, `data_augmentation.py`): for each alphabetic
 //! non-stopword, candidates come from the teacher's MLM head when the word is one word piece
 //! (input `[CLS] masked sentence [SEP] original sentence [SEP]`, top M, `##` pieces and
-//! special tokens dropped) and from its embedding neighbours when it is several pieces
+//! special tokens dropped, and, unlike the reference, punctuation and digits too) and from its embedding neighbours when it is several pieces
 //! ([`crate::neighbours`]). Each copy replaces each such word with probability p by a uniform
 //! pick among its candidates.
 //!
@@ -195,11 +195,12 @@ pub fn prepare(
     Ok(out)
 }
 
-/// The top `m` tokens of an MLM row with `##` pieces and special tokens dropped, best first.
+/// The top `m` tokens of an MLM row with `##` pieces, special tokens and non-words dropped
+/// ([`MlmTeacher::is_replacement`]), best first.
 pub fn mlm_candidates(teacher: &MlmTeacher, row: &[f32], m: usize) -> Vec<u32> {
     top_k(row, m)
         .into_iter()
-        .filter(|&id| teacher.is_word_piece_start(id))
+        .filter(|&id| teacher.is_replacement(id))
         .collect()
 }
 
