@@ -362,6 +362,30 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_version_2_example_parses() {
+        let text = include_str!("../../../schemas/manifest-v2.example.json");
+        let m: Manifest = serde_json::from_str(text).unwrap();
+        m.validate().unwrap();
+        assert_eq!(m.schema_version, SCHEMA_VERSION);
+        assert_eq!(schema_version_for(&m.targets), SCHEMA_VERSION);
+        assert_eq!(m.attention_shape().unwrap(), (384, 12));
+        assert_eq!(
+            m.targets.to_string(),
+            "mlm-topk:k=32,t=1,2@f16,mlm-sampled:k=12,t=2,hidden:0,6@f16,attention:3,6@int8,\
+             attention-qk:2,4@int8"
+        );
+        assert_eq!(m.to_json().unwrap().trim(), text.trim());
+        let mut v1 = m.clone();
+        v1.schema_version = SCHEMA_VERSION_1.into();
+        let e = v1.validate().unwrap_err().to_string();
+        assert!(e.contains("kd-cache/1 cannot hold attention_qk"), "{e}");
+        assert!(check_schema(SCHEMA_VERSION_1, &m.targets).is_err());
+        assert!(check_schema("kd-cache/3", &TargetSpec::default())
+            .unwrap_err()
+            .contains("not supported"));
+    }
+
+    #[test]
     fn json_round_trip_and_validation() {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Manifest::new(TargetSpec::parse("hidden:last", 4).unwrap(), Backend::Mmap);

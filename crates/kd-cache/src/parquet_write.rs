@@ -2,9 +2,9 @@
 //!
 //! One row per record; row groups are cut every `row_group_rows` records or
 //! once the buffered records hold `row_group_bytes`. Column types are listed
-//! in `schemas/cache-v1.md`; every non-f32 float tensor is a `binary` blob of
+//! in `schemas/cache-v2.md`; every non-f32 float tensor is a `binary` blob of
 //! little-endian elements. Each column chunk and the footer carry a CRC-32
-//! in the file's key-value metadata (`schemas/cache-v1.md`, section 5.1).
+//! in the file's key-value metadata (`schemas/cache-v2.md`, section 5.1).
 
 use std::collections::HashMap;
 use std::fs::File;

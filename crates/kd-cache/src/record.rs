@@ -11,7 +11,7 @@ use crate::targets::TargetSpec;
 /// `ids` and `logits` are `[n_mask, k]` row-major, each row sorted by
 /// descending logit; `log_partition` is `[n_mask, n_temps]` with
 /// `log Σ_v exp(z_v / T)` over the full vocabulary, in the same frame as
-/// `logits` (see `schemas/cache-v1.md`: any per-position shift of the logits
+/// `logits` (see `schemas/cache-v2.md`: any per-position shift of the logits
 /// is allowed as long as the log-partitions use it too;
 /// [`TopK::from_vocab_logits`] stores `z - max z`).
 #[derive(Debug, Clone, PartialEq)]

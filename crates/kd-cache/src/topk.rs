@@ -1,5 +1,5 @@
 //! Building MLM targets from full-vocabulary teacher logits, and the
-//! probabilities they stand for (the math of `schemas/cache-v1.md`).
+//! probabilities they stand for (the math of `schemas/cache-v2.md`).
 
 use rand::Rng;
 use rayon::prelude::*;

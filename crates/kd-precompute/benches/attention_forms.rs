@@ -16,10 +16,11 @@
 //! attention_forms [-- SEQ128 SEQ512]`. Prints a table and one JSON object per row.
 
 use candle_core::Device;
+use candle_core::Tensor;
 use kd_bert::checkpoint::save_hf_dir;
-use kd_bert::{load_model, Architecture, LoadOptions};
+use kd_bert::{load_model, Architecture, Bert, LoadOptions};
 use kd_cache::writer::{CacheWriter, WriterOptions};
-use kd_cache::{inspect, Backend, CacheReader, LayerValues, Manifest, Precision, Quantized};
+use kd_cache::{inspect, qk, Backend, CacheReader, LayerValues, Manifest, Precision, Quantized};
 use kd_cache::{Record, TargetSpec};
 use kd_precompute::sources::SourceConfig;
 use kd_precompute::{run_precompute, PrecomputeConfig};
@@ -28,66 +29,68 @@ use std::path::{Path, PathBuf};
 const LAYERS: [u32; 3] = [2, 4, 6];
 const HIDDEN: usize = 384;
 const HEADS: usize = 12;
-const REFERENCE: &str =
-    "mlm-topk:k=32,t=1@f16,hidden:0,2,4,6@f32,attention:2,4,6@f32,attention-qk:2,4,6@f32";
+const REFERENCE: &str = "mlm-topk:k=32,t=1@f16,hidden:0,1,2,3,4,5,6@f32,attention:2,4,6@f32,\
+                         attention-qk:2,4,6@f32";
+
+/// How a form stores a layer's attention.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// The scores (`attention`).
+    Maps,
+    /// Query and key projections (`attention-qk`).
+    Qk,
+    /// The layer's input hidden state (not a cache target; estimated here).
+    Input,
+}
 
 /// One way to store the attention targets of a layer.
 #[derive(Clone, Copy)]
 struct Form {
     name: &'static str,
-    qk: bool,
+    kind: Kind,
     precision: Precision,
     /// int8 Q/K scale group width (values per scale); 0 for the other forms.
     group: usize,
 }
 
-const FORMS: [Form; 7] = [
+const fn form(name: &'static str, kind: Kind, precision: Precision, group: usize) -> Form {
     Form {
-        name: "maps f32",
-        qk: false,
-        precision: Precision::F32,
-        group: 0,
-    },
-    Form {
-        name: "maps f16",
-        qk: false,
-        precision: Precision::F16,
-        group: 0,
-    },
-    Form {
-        name: "maps int8",
-        qk: false,
-        precision: Precision::Int8,
-        group: 0,
-    },
-    Form {
-        name: "Q/K f16",
-        qk: true,
-        precision: Precision::F16,
-        group: 0,
-    },
-    Form {
-        name: "Q/K int8 (token,q|k,head)",
-        qk: true,
-        precision: Precision::Int8,
-        group: HIDDEN / HEADS,
-    },
-    Form {
-        name: "Q/K int8 (token,q|k)",
-        qk: true,
-        precision: Precision::Int8,
-        group: HIDDEN,
-    },
-    Form {
-        name: "Q/K int8 (token)",
-        qk: true,
-        precision: Precision::Int8,
-        group: 2 * HIDDEN,
-    },
+        name,
+        kind,
+        precision,
+        group,
+    }
+}
+
+const FORMS: [Form; 9] = [
+    form("maps f32", Kind::Maps, Precision::F32, 0),
+    form("maps f16", Kind::Maps, Precision::F16, 0),
+    form("maps int8", Kind::Maps, Precision::Int8, 0),
+    form("Q/K f16", Kind::Qk, Precision::F16, 0),
+    form(
+        "Q/K int8 (token,q|k,head)",
+        Kind::Qk,
+        Precision::Int8,
+        HIDDEN / HEADS,
+    ),
+    form("Q/K int8 (token,q|k)", Kind::Qk, Precision::Int8, HIDDEN),
+    form("Q/K int8 (token)", Kind::Qk, Precision::Int8, 2 * HIDDEN),
+    form(
+        "input hidden f16 (estimate)",
+        Kind::Input,
+        Precision::F16,
+        0,
+    ),
+    form(
+        "input hidden int8 (estimate)",
+        Kind::Input,
+        Precision::Int8,
+        0,
+    ),
 ];
 
 /// Attention forms of the full-set comparison (index into [`FORMS`]) and hidden precisions.
-const SET_FORMS: [usize; 4] = [1, 2, 3, 4];
+const SET_FORMS: [usize; 5] = [1, 2, 3, 4, 7];
 const SET_HIDDEN: [Precision; 2] = [Precision::F16, Precision::Int8];
 
 fn teacher(tmp: &Path) -> anyhow::Result<PathBuf> {
@@ -108,17 +111,16 @@ fn teacher(tmp: &Path) -> anyhow::Result<PathBuf> {
 
 /// The attention tensors of `rec` in `form` (from the f32 reference maps or Q/K).
 fn attention_in(rec: &Record, form: Form) -> anyhow::Result<Vec<LayerValues>> {
-    let src = if form.qk {
-        &rec.attention_qk
-    } else {
-        &rec.attention
+    let src = match form.kind {
+        Kind::Qk => &rec.attention_qk,
+        _ => &rec.attention,
     };
     src.iter()
         .map(|l| {
-            let cols = match (form.qk, form.precision) {
-                (true, Precision::Int8) => form.group,
-                (true, _) => 2 * HIDDEN,
-                (false, _) => rec.len(),
+            let cols = match (form.kind, form.precision) {
+                (Kind::Qk, Precision::Int8) => form.group,
+                (Kind::Qk, _) => 2 * HIDDEN,
+                _ => rec.len(),
             };
             let values = Quantized::encode(&l.values.decode(), cols, form.precision)?;
             Ok(LayerValues {
@@ -131,37 +133,66 @@ fn attention_in(rec: &Record, form: Form) -> anyhow::Result<Vec<LayerValues>> {
 
 /// `rec` holding only `spec`'s targets, attention in `form`, hidden at `spec`'s precision.
 fn convert(rec: &Record, spec: &TargetSpec, form: Form) -> anyhow::Result<Record> {
+    let layers = spec
+        .hidden
+        .as_ref()
+        .map(|h| h.layers.clone())
+        .unwrap_or_default();
     let mut r = Record {
-        hidden: if spec.hidden.is_some() {
-            rec.hidden.clone()
-        } else {
-            Vec::new()
-        },
-        mlm_topk: if spec.mlm_topk.is_some() {
-            rec.mlm_topk.clone()
-        } else {
-            None
-        },
+        hidden: rec
+            .hidden
+            .iter()
+            .filter(|l| layers.contains(&l.layer))
+            .cloned()
+            .collect(),
+        mlm_topk: spec.mlm_topk.as_ref().and(rec.mlm_topk.clone()),
         attention: Vec::new(),
         attention_qk: Vec::new(),
         ..rec.clone()
     };
-    if form.qk {
-        r.attention_qk = attention_in(rec, form)?;
-    } else {
-        r.attention = attention_in(rec, form)?;
+    match form.kind {
+        Kind::Qk => r.attention_qk = attention_in(rec, form)?,
+        Kind::Maps => r.attention = attention_in(rec, form)?,
+        Kind::Input => {}
     }
     r.conform(spec)?;
     Ok(r)
 }
 
+/// The spec of `form` alone, or (`hidden` given) of the TinyBERT set with it.
 fn spec_for(form: Form, hidden: Option<Precision>) -> TargetSpec {
-    let kind = if form.qk { "attention-qk" } else { "attention" };
-    let mut text = format!("{kind}:2,4,6@{}", form.precision);
-    if let Some(h) = hidden {
-        text = format!("mlm-topk:k=32,t=1@f16,hidden:0,2,4,6@{h},{text}");
-    }
+    let p = form.precision;
+    let text = match (form.kind, hidden) {
+        (Kind::Maps, None) => format!("attention:2,4,6@{p}"),
+        (Kind::Qk, None) => format!("attention-qk:2,4,6@{p}"),
+        (Kind::Input, None) => format!("hidden:1,3,5@{p}"),
+        (Kind::Maps, Some(h)) => format!("hidden:0,2,4,6@{h},attention:2,4,6@{p}"),
+        (Kind::Qk, Some(h)) => format!("hidden:0,2,4,6@{h},attention-qk:2,4,6@{p}"),
+        // The set's own layers and the inputs, all at the set's hidden precision.
+        (Kind::Input, Some(h)) => format!("hidden:0,1,2,3,4,5,6@{h}"),
+    };
+    let text = match hidden {
+        Some(_) => format!("mlm-topk:k=32,t=1@f16,{text}"),
+        None => text,
+    };
     TargetSpec::parse(&text, 6).expect("a valid target string")
+}
+
+/// Scores `[heads, n, n]` of encoder layer `layer` recomputed from the stored input hidden
+/// state of `r` with the teacher's query/key layers.
+fn scores_from_input(teacher: &Bert, r: &Record, layer: u32) -> anyhow::Result<Vec<f32>> {
+    let n = r.len();
+    let x = r
+        .hidden_layer(layer - 1)
+        .expect("the input hidden state")
+        .decode();
+    let x = Tensor::from_vec(x, (1, n, HIDDEN), &Device::Cpu)?;
+    let attention = teacher.encoder.layers[layer as usize - 1].attention();
+    let (q, k) = attention.query_key(&x)?;
+    let q: Vec<f32> = q.flatten_all()?.to_vec1()?;
+    let k: Vec<f32> = k.flatten_all()?.to_vec1()?;
+    let values = qk::encode(&q, &k, n, HIDDEN, HEADS, Precision::F32)?;
+    Ok(qk::scores(&values, n, HIDDEN, HEADS)?)
 }
 
 /// Running score errors of one form.
@@ -219,6 +250,9 @@ fn writer(dir: &Path, spec: &TargetSpec, base: &Manifest) -> anyhow::Result<Cach
 }
 
 fn run_length(max_len: usize, sequences: usize, teacher: &Path, tmp: &Path) -> anyhow::Result<()> {
+    let headless = TargetSpec::parse("hidden:1", 6)?;
+    let options = kd_teacher::targets::teacher_load_options(&headless, &Device::Cpu);
+    let bert = load_model(teacher, &options)?.model;
     let base_dir = tmp.join(format!("reference-{max_len}"));
     let cfg = PrecomputeConfig {
         teacher: teacher.to_path_buf(),
@@ -265,7 +299,10 @@ fn run_length(max_len: usize, sequences: usize, teacher: &Path, tmp: &Path) -> a
             let r = convert(&rec, &forms[i].0, *f)?;
             for &layer in &LAYERS {
                 let reference = rec.attention_layer(layer).expect("reference maps").decode();
-                let got = r.attention_scores(layer, HIDDEN, HEADS)?.expect("stored");
+                let got = match f.kind {
+                    Kind::Input => scores_from_input(&bert, &r, layer)?,
+                    _ => r.attention_scores(layer, HIDDEN, HEADS)?.expect("stored"),
+                };
                 errors[i].add(&reference, &got, n);
             }
             forms[i].1.write(&r)?;
@@ -288,7 +325,7 @@ fn run_length(max_len: usize, sequences: usize, teacher: &Path, tmp: &Path) -> a
         let att: u64 = report
             .columns
             .iter()
-            .filter(|c| c.name.starts_with("attention"))
+            .filter(|c| c.name.starts_with("attention") || c.name.starts_with("hidden"))
             .map(|c| c.bytes)
             .sum();
         let per_token = att as f64 / m.tokens() as f64;
@@ -320,15 +357,15 @@ fn run_length(max_len: usize, sequences: usize, teacher: &Path, tmp: &Path) -> a
         .map(|d| d.2)
         .unwrap_or(f64::NAN);
     for (h, i, b) in done {
-        println!(
-            "| hidden {h}, {} | {b:.1} | {:.3} |",
-            FORMS[i].name,
-            b / today
-        );
+        let name = match FORMS[i].kind {
+            Kind::Input => format!("input hidden 1,3,5 {h} (estimate)"),
+            _ => FORMS[i].name.to_string(),
+        };
+        println!("| hidden {h}, {name} | {b:.1} | {:.3} |", b / today);
         println!(
             "{}",
             serde_json::json!({"bench": "attention_forms_set", "max_len": max_len,
-                "hidden": h.to_string(), "attention": FORMS[i].name,
+                "hidden": h.to_string(), "attention": name,
                 "bytes_per_token": b, "ratio_to_today": b / today})
         );
     }

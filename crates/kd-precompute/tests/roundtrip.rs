@@ -1,7 +1,7 @@
 //! Round trip on real teachers: `run_precompute` writes a cache (Parquet and mmap), then every
 //! record is checked against the teacher run again here: the masking is redone from the
 //! manifest's seed with `kd_data::Masker`, the model runs in eval mode with `kd_bert`, and the
-//! stored values must match within the bound of their precision (`schemas/cache-v1.md` 2.1).
+//! stored values must match within the bound of their precision (`schemas/cache-v2.md` 2.1).
 //!
 //! The teacher is run twice per record: in the producer's padded, length-sorted batches (the
 //! f32 values must then be bit-equal) and alone without padding (another batch shape, which may
@@ -174,7 +174,7 @@ fn check_tensor(stored: &Quantized, batched: &[f32], alone: &[f32], what: &str, 
     }
 }
 
-/// The bound on `|z' - z|` of a value `z` stored at `precision` (`schemas/cache-v1.md` 2.1),
+/// The bound on `|z' - z|` of a value `z` stored at `precision` (`schemas/cache-v2.md` 2.1),
 /// with room for the f32 subtraction that put it in the frame of the row maximum.
 fn storage_bound(z: f64, precision: Precision) -> f64 {
     let f32_rounding = 2f64.powi(-24) * z.abs();

@@ -1,5 +1,5 @@
 //! `.kdc` shards ("mmap" backend): zstd blocks of encoded records, a block
-//! table, a record index and a footer (layout in `schemas/cache-v1.md`).
+//! table, a record index and a footer (layout in `schemas/cache-v2.md`).
 //!
 //! The reader keeps the file open and reads blocks with positional reads: a
 //! shard truncated or rewritten while it is open gives an error naming it

@@ -1,5 +1,5 @@
 //! CRC-32 checksums of Parquet shards, kept in the file's key-value metadata
-//! (`schemas/cache-v1.md`, section 5.1).
+//! (`schemas/cache-v2.md`, section 5.1).
 //!
 //! The `parquet` crate writes no page checksums, and page checksums would not
 //! cover page headers or the footer anyway. So a shard carries, under the key
