@@ -48,7 +48,7 @@ pub fn width(values: &Quantized, n: usize) -> std::result::Result<usize, String>
         ));
     }
     let w = rows / n * cols;
-    if w == 0 || w % 2 != 0 {
+    if w == 0 || !w.is_multiple_of(2) {
         return Err(format!(
             "holds {w} values per token; query and key need an even, non-zero width"
         ));
@@ -58,7 +58,7 @@ pub fn width(values: &Quantized, n: usize) -> std::result::Result<usize, String>
 
 /// Head width of `hidden` split into `heads`, or an error naming both.
 pub fn head_dim(hidden: usize, heads: usize) -> Result<usize> {
-    if heads == 0 || hidden == 0 || hidden % heads != 0 {
+    if heads == 0 || hidden == 0 || !hidden.is_multiple_of(heads) {
         return bad(format!(
             "a hidden width of {hidden} does not split into {heads} attention heads"
         ));

@@ -85,7 +85,7 @@ fn decode_all(path: &Path, manifest: &Manifest) -> Result<(u64, u64)> {
         if let Some(want) = qk_width {
             for l in &r.attention_qk {
                 let w = crate::qk::width(&l.values, r.len()).unwrap_or(0);
-                if r.len() > 0 && w != want {
+                if !r.is_empty() && w != want {
                     return Err(CacheError::corrupt(
                         path,
                         format!("record {rows}"),

@@ -34,8 +34,11 @@ fn projections(rng: &mut ChaCha8Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
     (draw(), draw())
 }
 
-/// Records with Q/K at `p`, and the f32 projections they were made from.
-fn records(p: Precision, count: usize) -> (Vec<Record>, Vec<Vec<(Vec<f32>, Vec<f32>)>>) {
+/// The f32 query and key projections of one layer.
+type Projections = (Vec<f32>, Vec<f32>);
+
+/// Records with Q/K at `p`, and the f32 projections (per record, per layer) they were made from.
+fn records(p: Precision, count: usize) -> (Vec<Record>, Vec<Vec<Projections>>) {
     let spec = spec(p);
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut recs = random_records(5, &spec, count);

@@ -27,23 +27,15 @@ fn precompute(corpus: &Path, out: &Path, targets: &str, backend: &str) -> Vec<Re
     reader.iter().map(|r| r.expect("record")).collect()
 }
 
-/// Per-entry bound of `|s' - s|` for a score from stored query/key values whose elements are
-/// within `dq[i]`, `dk[i]` of the exact `q`, `k` (head `h`, query `i`, key `j`).
-fn bound(
-    q: &[f32],
-    k: &[f32],
-    dq: &[f64],
-    dk: &[f64],
-    w: usize,
-    h: usize,
-    i: usize,
-    j: usize,
-) -> f64 {
+/// Per-entry bound of `|s' - s|` for the score of head `h`, query `i`, key `j` from stored
+/// Q/K values whose elements are within `delta` of the exact ones `qk` (`[n, 2H]` rows).
+fn bound(qk: &[f32], delta: &[f64], h: usize, i: usize, j: usize) -> f64 {
+    let w = 2 * HIDDEN;
     let mut b = 0f64;
     for x in 0..D {
         let (qi, kj) = (i * w + h * D + x, j * w + HIDDEN + h * D + x);
-        let (a, c) = (f64::from(q[qi]).abs(), f64::from(k[kj]).abs());
-        b += dq[qi] * c + a * dk[kj] + dq[qi] * dk[kj];
+        let (a, c) = (f64::from(qk[qi]).abs(), f64::from(qk[kj]).abs());
+        b += delta[qi] * c + a * delta[kj] + delta[qi] * delta[kj];
     }
     b / (D as f64).sqrt()
 }
@@ -117,13 +109,12 @@ fn minilm_scores_from_cached_qk_equal_the_teachers_own() {
                 let db = element_bounds(s, &exact_qk);
                 let map = e.attention_layer(layer).unwrap().decode();
                 let got = r.attention_scores(layer, HIDDEN, HEADS).unwrap().unwrap();
-                let w = 2 * HIDDEN;
                 for h in 0..HEADS {
                     for i in 0..n {
                         for j in 0..n {
                             let at = (h * n + i) * n + j;
                             let err = f64::from((got[at] - map[at]).abs());
-                            let b = bound(&exact_qk, &exact_qk, &db, &db, w, h, i, j)
+                            let b = bound(&exact_qk, &db, h, i, j)
                                 + 1e-5 * (1.0 + f64::from(map[at].abs()));
                             assert!(err <= b, "{p} layer {layer} ({h},{i},{j}): {err} > {b}");
                             worst = worst.max(err);
