@@ -88,7 +88,7 @@ pub fn expected_shapes(config: &BiLstmConfig) -> Result<BTreeMap<String, Vec<usi
 
 /// Loads the model saved in `dir` onto `device`. Missing, truncated or corrupt files,
 /// tensors of another dtype or shape than the config implies, and missing or unknown tensors
-/// are errors naming the file and the tensor.
+/// are errors naming the file and the tensor (the first wrong tensor by name).
 pub fn load(dir: &Path, device: &Device) -> Result<Built> {
     let config = BiLstmConfig::from_file(&dir.join(CONFIG))?;
     let path = dir.join(WEIGHTS);
@@ -103,7 +103,9 @@ pub fn load(dir: &Path, device: &Device) -> Result<Built> {
     let varmap = VarMap::new();
     {
         let mut vars = varmap.data().lock().expect("varmap lock poisoned");
-        for (name, view) in st.tensors() {
+        let mut stored = st.tensors();
+        stored.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, view) in stored {
             let Some(shape) = want.get(&name) else {
                 return Err(bad(format!(
                     "unknown tensor {name} (a kd-bilstm model has {})",

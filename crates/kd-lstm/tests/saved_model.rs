@@ -177,10 +177,13 @@ fn rewrite_config(dir: &Path, key: &str, value: serde_json::Value) {
     std::fs::write(&p, v.to_string()).unwrap();
 }
 
+/// A change to a saved directory and the pieces its load error must name.
+type Case<'a> = (Box<dyn FnOnce(&Path) + 'a>, &'static [&'static str]);
+
 #[test]
 fn bad_files_are_clear_errors() {
     let weights = |dir: &Path| dir.join("model.safetensors");
-    let cases: Vec<(Box<dyn FnOnce(&Path)>, &[&str])> = vec![
+    let cases: Vec<Case> = vec![
         (
             Box::new(|d| {
                 let b = std::fs::read(weights(d)).unwrap();

@@ -223,6 +223,18 @@ pub fn run_distil(
     tokenizer_dir: &Path,
     device: &Device,
 ) -> Result<DistilReport> {
+    let student = BertStudent::new(student, tokenizer_dir.to_path_buf(), device);
+    run_distil_student(cfg, &student, tokenizer_dir, device)
+}
+
+/// [`run_distil`] for any [`Student`] (e.g. a BiLSTM): the same checks, training loop,
+/// checkpoints and report; the student saves itself to `out/model` in its own format.
+pub fn run_distil_student(
+    cfg: &DistilConfig,
+    student: &dyn Student,
+    tokenizer_dir: &Path,
+    device: &Device,
+) -> Result<DistilReport> {
     // Open: the output folder (locked for the whole run), the cache, the student.
     cfg.loss.validate()?;
     if cfg.train.epochs == 0 || cfg.train.max_steps == Some(0) {
@@ -235,7 +247,6 @@ pub fn run_distil(
     let reader = Arc::new(CacheReader::open(&cfg.cache)?);
     let manifest = reader.manifest().clone();
     kd_train::run_settings::check_or_record(&cfg.out, &run_settings(cfg)?)?;
-    let student = BertStudent::new(student, tokenizer_dir.to_path_buf(), device);
 
     // Check: the losses against both models, the cache against the losses.
     let teacher = ModelShapes::teacher_of(&manifest);
@@ -281,7 +292,7 @@ pub fn run_distil(
     };
     let plan = CachePlan::open(reader)?;
     let mut task = CacheTask::new(
-        &student,
+        student,
         losses,
         plan,
         stream,
