@@ -48,7 +48,8 @@ pub struct PrecomputeArgs {
     /// Task split to run: train, dev or test.
     #[arg(long)]
     task_split: Option<String>,
-    /// Targets, e.g. `mlm-topk:k=32,hidden:last` or `hidden:0,2,4,6@int8,attention:2,4,6`.
+    /// Targets, e.g. `mlm-topk:k=32,hidden:last` or `hidden:0,2,4,6@int8,attention:2,4,6`
+    /// (`attention-qk:2,4,6@int8`: those layers' query/key projections instead of their maps).
     #[arg(long)]
     targets: Option<String>,
     /// Differently masked views of the corpus.
