@@ -1,7 +1,7 @@
 //! A single-layer bidirectional LSTM under PyTorch's parameter names, so the state dict of an
 //! `nn.LSTM(E, H, bidirectional=True, batch_first=True)` loads as it is.
 
-use crate::recurrence::bilstm_recurrence;
+use crate::recurrence::{bilstm_recurrence, fits};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -89,10 +89,66 @@ impl BiLstm {
     }
 
     /// Hidden states `[B, T, 2H]` (forward then reverse), zeros at the padded steps
-    /// `lengths[b]..T` of each row, as PyTorch's packed sequences give them.
+    /// `lengths[b]..T` of each row, as PyTorch's packed sequences give them. CPU `f32` runs
+    /// the fused recurrence, anything else [`composed_recurrence`].
     pub fn forward(&self, x: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let xw = self.input_projection(x)?;
         let w_hh = Tensor::stack(&[&self.forward.weight_hh, &self.reverse.weight_hh], 0)?;
-        bilstm_recurrence(&xw, &w_hh, lengths)
+        if fits(&xw) && fits(&w_hh) {
+            bilstm_recurrence(&xw, &w_hh, lengths)
+        } else {
+            composed_recurrence(&xw, &w_hh, lengths)
+        }
     }
+}
+
+/// The recurrence of [`bilstm_recurrence`] composed from candle ops, one step at a time, for
+/// devices and dtypes the fused node does not cover (and as its reference): rows past their
+/// length keep their state and output zeros, so the result equals the fused node's.
+pub fn composed_recurrence(xw: &Tensor, w_hh: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+    let (b, t, _) = xw.dims3()?;
+    let (_, _, h) = w_hh.dims3()?;
+    crate::recurrence::check_lengths(lengths, b, t)?;
+    let dev = xw.device();
+    let mut outs = Vec::with_capacity(2);
+    for d in 0..2 {
+        let w_t = w_hh.get(d)?.t()?;
+        let xd = xw.narrow(2, d * 4 * h, 4 * h)?;
+        let mut state = Tensor::zeros((b, h), xw.dtype(), dev)?;
+        let mut cell = state.clone();
+        let mut steps = vec![None; t];
+        let order: Vec<usize> = if d == 0 {
+            (0..t).collect()
+        } else {
+            (0..t).rev().collect()
+        };
+        for ti in order {
+            let live: Vec<f32> = lengths
+                .iter()
+                .map(|&l| f32::from(u8::from(ti < l)))
+                .collect();
+            let live = Tensor::from_vec(live, (b, 1), dev)?.to_dtype(xw.dtype())?;
+            let a = (xd.narrow(1, ti, 1)?.squeeze(1)? + state.matmul(&w_t)?)?;
+            let gate = |k: usize| a.narrow(1, k * h, h);
+            let (i, f) = (sigmoid(&gate(0)?)?, sigmoid(&gate(1)?)?);
+            let (g, o) = (gate(2)?.tanh()?, sigmoid(&gate(3)?)?);
+            let c_new = ((f * &cell)? + (i * g)?)?;
+            let h_new = (o * c_new.tanh()?)?;
+            let keep = (1.0 - &live)?;
+            cell = (c_new.broadcast_mul(&live)? + cell.broadcast_mul(&keep)?)?;
+            state = (h_new.broadcast_mul(&live)? + state.broadcast_mul(&keep)?)?;
+            steps[ti] = Some(h_new.broadcast_mul(&live)?);
+        }
+        let steps: Vec<Tensor> = steps
+            .into_iter()
+            .map(|s| s.expect("every step ran"))
+            .collect();
+        outs.push(Tensor::stack(&steps, 1)?);
+    }
+    Tensor::cat(&outs, 2)
+}
+
+/// `1 / (1 + exp(-x))` from ops that record their backward.
+fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    (x.neg()?.exp()? + 1.0)?.recip()
 }

@@ -43,12 +43,7 @@ pub fn bilstm_recurrence(xw: &Tensor, w_hh: &Tensor, lengths: &[usize]) -> Resul
             w_hh.dims()
         );
     }
-    if lengths.len() != b {
-        candle_core::bail!("kd-lstm: {} lengths for {b} rows", lengths.len());
-    }
-    if let Some((row, &len)) = lengths.iter().enumerate().find(|(_, &l)| l == 0 || l > t) {
-        candle_core::bail!("kd-lstm: row {row} has length {len}, outside 1..={t}");
-    }
+    check_lengths(lengths, b, t)?;
     if !fits(xw) || !fits(w_hh) {
         candle_core::bail!("kd-lstm: the fused recurrence needs CPU f32 tensors");
     }
@@ -59,6 +54,17 @@ pub fn bilstm_recurrence(xw: &Tensor, w_hh: &Tensor, lengths: &[usize]) -> Resul
         saved: Mutex::new(None),
     };
     xw.contiguous()?.apply_op2(&w_hh.contiguous()?, op)
+}
+
+/// Refuses lengths that do not give each of `b` rows `1..=t` steps.
+pub(crate) fn check_lengths(lengths: &[usize], b: usize, t: usize) -> Result<()> {
+    if lengths.len() != b {
+        candle_core::bail!("kd-lstm: {} lengths for {b} rows", lengths.len());
+    }
+    if let Some((row, &len)) = lengths.iter().enumerate().find(|(_, &l)| l == 0 || l > t) {
+        candle_core::bail!("kd-lstm: row {row} has length {len}, outside 1..={t}");
+    }
+    Ok(())
 }
 
 /// Whether the fused recurrence applies to `t`: a CPU `f32` tensor.

@@ -134,6 +134,57 @@ fn padded_steps_change_nothing() {
 }
 
 #[test]
+fn the_composed_recurrence_matches_torch_in_f32_and_f64() {
+    let f = fixture();
+    let lens = lengths(&f);
+    for dtype in [DType::F32, DType::F64] {
+        let (lstm, _) = lstm_from(&f);
+        let x = Var::from_tensor(&f["x"].to_dtype(dtype).unwrap()).unwrap();
+        let xw = lstm
+            .input_projection(&x.as_tensor().to_dtype(DType::F32).unwrap())
+            .unwrap();
+        let xw = xw.to_dtype(dtype).unwrap();
+        let w = Var::from_tensor(
+            &Tensor::stack(&[&lstm.forward.weight_hh, &lstm.reverse.weight_hh], 0)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap();
+        let out = kd_lstm::lstm::composed_recurrence(&xw, w.as_tensor(), &lens).unwrap();
+        assert_eq!(out.dtype(), dtype);
+        let out32 = out.to_dtype(DType::F32).unwrap();
+        assert_close(
+            &format!("composed output {dtype:?}"),
+            &out32,
+            &f["out"],
+            1e-5,
+        );
+        let probe = f["probe"].to_dtype(dtype).unwrap();
+        let grads = (&out * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dw = grads.get(&w).unwrap().to_dtype(DType::F32).unwrap();
+        let want = Tensor::stack(
+            &[&f["grad.weight_hh_l0"], &f["grad.weight_hh_l0_reverse"]],
+            0,
+        )
+        .unwrap();
+        assert_close(&format!("composed grad w_hh {dtype:?}"), &dw, &want, 1e-5);
+        let dx = grads.get(&x).unwrap().to_dtype(DType::F32).unwrap();
+        assert_close(
+            &format!("composed grad x {dtype:?}"),
+            &dx,
+            &f["grad.x"],
+            1e-5,
+        );
+    }
+}
+
+#[test]
 fn inference_without_gradients_gives_the_same_output() {
     let f = fixture();
     let (lstm, _) = lstm_from(&f);
