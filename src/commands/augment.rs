@@ -25,6 +25,9 @@ pub struct AugmentArgs {
     /// Override a setting, e.g. `--set tang.mask_prob=0.2` (repeatable; flags still win).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Also write the transfer set as Parquet beside the JSONL (same name, .parquet).
+    #[arg(long)]
+    parquet: bool,
     /// Split of the movie-review file: train, dev or test.
     #[arg(long)]
     split: Option<String>,
@@ -70,6 +73,7 @@ pub fn run(a: &AugmentArgs, global: &GlobalArgs) -> Result<()> {
         crate::settings::from_file(a.config.as_deref(), "augment", "augment", &a.overrides)?;
     c.input = a.input.clone().unwrap_or(c.input);
     c.out = a.out.clone().unwrap_or(c.out);
+    c.parquet |= a.parquet;
     if let Some(m) = &a.method {
         c.method = super::parse_choice("method", m)?;
     }

@@ -31,6 +31,7 @@ pub mod input;
 pub mod lexicon;
 pub mod neighbours;
 pub mod output;
+pub mod parquet_out;
 pub mod pos;
 pub mod rng;
 pub mod run;

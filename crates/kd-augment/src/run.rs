@@ -5,6 +5,7 @@ use crate::input::{parse_label_kind, read_examples, InputSpec};
 use crate::lexicon::Lexicon;
 use crate::neighbours::Neighbours;
 use crate::output::write_row;
+use crate::parquet_out::ParquetRows;
 use crate::rng::copy_rng;
 use crate::tang::{TangSettings, TangText};
 use crate::teacher::MlmTeacher;
@@ -64,6 +65,8 @@ pub struct AugmentConfig {
     pub method: Method,
     /// Output JSONL file (written atomically).
     pub out: PathBuf,
+    /// Also write the rows as Parquet beside it (`out` with the extension `.parquet`).
+    pub parquet: bool,
     /// Augmented copies drawn per example (duplicates are dropped, so fewer may be written).
     pub copies: usize,
     /// Seed of every draw; the same seed writes the same bytes.
@@ -93,6 +96,7 @@ impl Default for AugmentConfig {
             label_kind: "class".into(),
             method: Method::Tinybert,
             out: PathBuf::from("runs/augment/transfer.jsonl"),
+            parquet: false,
             copies: 20,
             seed: 0,
             limit: None,
@@ -252,6 +256,13 @@ impl AugmentConfig {
         if self.out.as_os_str().is_empty() {
             return bad("out: no output file given".into());
         }
+        if self.parquet && parquet_path(&self.out) == self.out {
+            return bad(format!(
+                "out: {} ends in .parquet; with parquet = true the JSONL goes to `out` and the \
+                 Parquet copy beside it",
+                self.out.display()
+            ));
+        }
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
         }
@@ -293,6 +304,7 @@ pub fn run_augment(cfg: &AugmentConfig, device: &Device) -> Result<AugmentReport
     };
     let mut w = BufWriter::new(file);
     let progress = Progress::new(data.examples.len() as u64, "augment");
+    let mut columns = cfg.parquet.then(ParquetRows::default);
     let (mut copies_out, mut duplicates, mut rows) = (0, 0, 0);
     for (step, chunk) in data.examples.chunks(EXAMPLES_PER_STEP).enumerate() {
         let first = (step * EXAMPLES_PER_STEP) as u64;
@@ -301,6 +313,9 @@ pub fn run_augment(cfg: &AugmentConfig, device: &Device) -> Result<AugmentReport
             let id = first + k as u64;
             let original = (ex.text.as_str(), ex.text_pair.as_deref());
             write_row(&mut w, &data, kind, id, original, "original").map_err(io_err)?;
+            if let Some(c) = columns.as_mut() {
+                c.push(id, original, "original");
+            }
             rows += 1;
             let mut seen: HashSet<(String, Option<String>)> = HashSet::new();
             seen.insert((ex.text.clone(), ex.text_pair.clone()));
@@ -318,6 +333,9 @@ pub fn run_augment(cfg: &AugmentConfig, device: &Device) -> Result<AugmentReport
                     cfg.method.name(),
                 )
                 .map_err(io_err)?;
+                if let Some(c) = columns.as_mut() {
+                    c.push(id, (&a, b.as_deref()), cfg.method.name());
+                }
                 seen.insert((a, b));
                 copies_out += 1;
                 rows += 1;
@@ -327,6 +345,9 @@ pub fn run_augment(cfg: &AugmentConfig, device: &Device) -> Result<AugmentReport
     }
     w.flush().map_err(io_err)?;
     drop(w);
+    if let Some(c) = &columns {
+        c.write(&parquet_path(&cfg.out), &data, kind)?;
+    }
     guard.commit()?;
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
@@ -344,7 +365,7 @@ pub fn run_augment(cfg: &AugmentConfig, device: &Device) -> Result<AugmentReport
     Ok(report)
 }
 
-/// The lexicon path a run uses when none is given: `assets/pos/lexicon.js`.
-pub fn default_lexicon() -> &'static Path {
-    Path::new("assets/pos/lexicon.js")
+/// Where the Parquet copy of the transfer set `out` goes: `out` with the extension `.parquet`.
+pub fn parquet_path(out: &Path) -> PathBuf {
+    out.with_extension("parquet")
 }

@@ -119,7 +119,18 @@ fn pairs_augment_both_texts_and_keep_named_labels() {
         c.text_pair = Some("hypothesis".into());
         c.label = "gold".into();
         c.label_kind = "named".into();
+        c.parquet = true;
         run_augment(&c, &Device::Cpu).unwrap();
+        let pq = std::fs::File::open(kd_augment::run::parquet_path(&c.out)).unwrap();
+        let pq =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(pq).unwrap();
+        let names: Vec<&str> = pq
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names, ["text", "text_b", "label", "source_id", "method"]);
         let rows = common::rows(&c.out);
         let (mut a_changed, mut b_changed) = (0, 0);
         let originals: Vec<serde_json::Value> = lines
@@ -213,4 +224,56 @@ fn bad_input_is_a_clear_error() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
+}
+
+#[test]
+fn the_parquet_copy_holds_the_same_rows_and_is_seeded() {
+    use arrow::array::{Array, Float32Array, StringArray, UInt64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let mut c = tang(common::movie_reviews(), dir.path().join(name));
+        c.parquet = true;
+        c.label_kind = "regression".into();
+        c.limit = Some(12);
+        c.copies = 5;
+        run_augment(&c, &Device::Cpu).unwrap();
+        kd_augment::run::parquet_path(&c.out)
+    };
+    let (a, b) = (run("a.jsonl"), run("b.jsonl"));
+    assert_eq!(a, dir.path().join("a.parquet"));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let rows = common::rows(&dir.path().join("a.jsonl"));
+    let file = std::fs::File::open(&a).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut n = 0;
+    for batch in reader {
+        let batch = batch.unwrap();
+        let col = |name: &str| batch.column(batch.schema().index_of(name).unwrap()).clone();
+        let text = col("text");
+        let text = text.as_any().downcast_ref::<StringArray>().unwrap();
+        let label = col("label");
+        let label = label.as_any().downcast_ref::<Float32Array>().unwrap();
+        let source = col("source_id");
+        let source = source.as_any().downcast_ref::<UInt64Array>().unwrap();
+        let method = col("method");
+        let method = method.as_any().downcast_ref::<StringArray>().unwrap();
+        assert!(batch.schema().index_of("text_b").is_err());
+        for i in 0..batch.num_rows() {
+            let row = &rows[n + i];
+            assert_eq!(text.value(i), row["text"].as_str().unwrap());
+            assert_eq!(
+                f64::from(label.value(i)),
+                row["label"].as_f64().unwrap() as f32 as f64
+            );
+            assert_eq!(source.value(i), row["source_id"].as_u64().unwrap());
+            assert_eq!(method.value(i), row["method"].as_str().unwrap());
+        }
+        n += batch.num_rows();
+        assert_eq!(label.null_count(), 0);
+    }
+    assert_eq!(n, rows.len());
 }
