@@ -234,14 +234,16 @@ impl CustomOp2 for ContextOp {
         let dims = self.shape;
         let (l, h, d) = (dims.l, dims.h as isize, dims.d());
         let mut out = vec![0f32; v.len()];
-        let mut probs = scores.to_vec();
+        let mut probs = vec![0f32; scores.len()];
         let dst = Out(out.as_mut_ptr());
         probs
             .par_chunks_mut((l * l).max(1))
+            .zip(scores.par_chunks((l * l).max(1)))
             .enumerate()
-            .for_each(|(bh, p)| {
+            .for_each(|(bh, (p, scores))| {
                 let (s, hd) = (bh / dims.heads, bh % dims.heads);
                 let off = dims.head_offset(s, hd);
+                p.copy_from_slice(scores);
                 p.chunks_mut(l).for_each(|row| softmax_in_place(row, None));
                 let keep = self
                     .dropout
