@@ -236,3 +236,32 @@ fn qk_layers_serve_attention_needs_and_the_missing_ones_name_both_spellings() {
         "{e}"
     );
 }
+
+#[test]
+fn parts_of_a_qk_cache_merge_into_one_that_reads() {
+    let (recs, _) = records(Precision::Int8, 10);
+    let root = tempfile::tempdir().unwrap();
+    for backend in [Backend::Parquet, Backend::Mmap] {
+        let mut parts = Vec::new();
+        for (index, chunk) in recs.chunks(5).enumerate() {
+            let dir = root.path().join(format!("{backend}-p{index}"));
+            let mut m = manifest(&spec(Precision::Int8), backend);
+            m.part = Some(kd_cache::Part {
+                index: index as u32,
+                count: 2,
+            });
+            write_cache(&dir, m, chunk, small_options());
+            parts.push(dir);
+        }
+        let out = root.path().join(format!("{backend}-merged"));
+        let merged = kd_cache::merge(&parts, &out, kd_cache::MergeMode::Copy).unwrap();
+        assert_eq!(merged.schema_version, "kd-cache/2");
+        verify(&out).unwrap();
+        let got: Vec<Record> = CacheReader::open(&out)
+            .unwrap()
+            .iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(got, recs, "{backend}");
+    }
+}
