@@ -440,6 +440,12 @@ fn real_rows(inp: &TermInputs) -> Result<Tensor> {
 /// where it was stored (as a map, or recomputed from its query/key projections for a teacher
 /// of width `hidden`), `-10000` (the additive padding mask) everywhere else.
 fn teacher_scores(inp: &TermInputs, layer: usize, heads: usize, hidden: usize) -> Result<Tensor> {
+    let first = inp.records.first();
+    if first.is_some_and(|r| {
+        r.attention_layer(layer as u32).is_none() && r.attention_qk_layer(layer as u32).is_some()
+    }) {
+        return teacher_scores_from_qk(inp, layer, heads, hidden);
+    }
     let (b, l) = (inp.batch.batch_size, inp.batch.seq_len);
     let mut t = vec![-10000f32; b * heads * l * l];
     for (r, rec) in inp.records.iter().enumerate() {
@@ -469,6 +475,66 @@ fn teacher_scores(inp: &TermInputs, layer: usize, heads: usize, hidden: usize) -
         }
     }
     Ok(Tensor::from_vec(t, (b, heads, l, l), inp.device)?)
+}
+
+/// [`teacher_scores`] from cached query/key projections: `(q_h / sqrt(d)) k_h^T` of the padded
+/// batch as one matmul on the device (the formula of `kd_cache::qk::scores`), then `-10000`
+/// wherever the query or the key is padding, as for stored maps.
+fn teacher_scores_from_qk(
+    inp: &TermInputs,
+    layer: usize,
+    heads: usize,
+    hidden: usize,
+) -> Result<Tensor> {
+    let (b, l) = (inp.batch.batch_size, inp.batch.seq_len);
+    let d = kd_cache::qk::head_dim(hidden, heads)?;
+    let mut qk = vec![0f32; b * l * 2 * hidden];
+    let mut real = vec![0u8; b * l * l];
+    for (r, rec) in inp.records.iter().enumerate() {
+        let n = rec.len();
+        let values = rec.attention_qk_layer(layer as u32).ok_or_else(|| {
+            Error::Config(format!(
+                "record {} has no attention layer {layer} (neither its map nor its query/key \
+                 projections)",
+                rec.seq_id
+            ))
+        })?;
+        let bad = |m: String| {
+            Error::Config(format!(
+                "record {}: attention_qk layer {layer}: {m}",
+                rec.seq_id
+            ))
+        };
+        let w = kd_cache::qk::width(values, n).map_err(bad)?;
+        if n > 0 && w != 2 * hidden {
+            return Err(bad(format!(
+                "Q/K holds {w} values per token, expected 2 x hidden = {} (hidden_size {hidden})",
+                2 * hidden
+            )));
+        }
+        let v = values.decode();
+        qk[r * l * 2 * hidden..][..v.len()].copy_from_slice(&v);
+        for i in 0..n {
+            real[(r * l + i) * l..][..n].fill(1);
+        }
+    }
+    let qk = Tensor::from_vec(qk, (b, l, 2, heads, d), inp.device)?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let q = (qk
+        .narrow(2, 0, 1)?
+        .squeeze(2)?
+        .transpose(1, 2)?
+        .contiguous()?
+        * scale)?;
+    let k_t = qk
+        .narrow(2, 1, 1)?
+        .squeeze(2)?
+        .permute((0, 2, 3, 1))?
+        .contiguous()?;
+    let scores = q.matmul(&k_t)?;
+    let real = Tensor::from_vec(real, (b, 1, l, l), inp.device)?.broadcast_as((b, heads, l, l))?;
+    let pad = Tensor::full(-10000f32, (b, heads, l, l), inp.device)?;
+    Ok(real.where_cond(&scores, &pad)?)
 }
 
 fn attention_terms(loss: &ResolvedLoss, out: &StudentOutputs, inp: &TermInputs) -> Result<Tensor> {

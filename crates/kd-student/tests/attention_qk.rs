@@ -144,4 +144,22 @@ fn a_qk_cache_gives_the_attention_loss_and_eval_of_a_maps_cache() {
     assert!(e.contains("no attention for layer 1"), "{e}");
     assert!(e.contains("--targets attention-qk:1,2@f16"), "{e}");
     assert!(e.contains("--targets attention:1,2@f16"), "{e}");
+
+    // A manifest whose teacher width does not fit the stored Q/K: a clear error, not a panic.
+    let int8 = dir.join("qk-int8");
+    let text = std::fs::read_to_string(int8.join("manifest.json")).unwrap();
+    let wide = text.replace("\"hidden_size\": 128", "\"hidden_size\": 256");
+    assert_ne!(wide, text);
+    std::fs::write(int8.join("manifest.json"), wide).unwrap();
+    let e = train_student(
+        &config(&int8, &dir.join("run-wide"), "\"uniform\""),
+        &Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("attention_qk layer 2")
+            && e.contains("256 values per token, expected 2 x hidden = 512"),
+        "{e}"
+    );
 }
