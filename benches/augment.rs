@@ -35,6 +35,16 @@ fn flag(args: &[String], name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux; 0
+/// elsewhere). On a shared machine CPU time is steadier than wall time.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the command name: utime and stime are fields 11 and 12 (0-based), 100 ticks/s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -49,25 +59,34 @@ fn candidates_throughput(teacher: &Path, n: usize, batch: usize) -> anyhow::Resu
     let texts: Vec<&str> = mr.train.iter().take(n).map(|r| r.text.as_str()).collect();
     let s = TinyBertSettings::default();
     let mut times: Vec<(usize, Vec<f64>)> = vec![(batch, Vec::new()), (1, Vec::new())];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(), Vec::new()];
     let mut outputs = Vec::new();
     for _ in 0..ROUNDS {
-        for (b, secs) in times.iter_mut() {
-            let started = Instant::now();
+        for ((b, secs), cpu) in times.iter_mut().zip(cpu.iter_mut()) {
+            let (started, cpu0) = (Instant::now(), cpu_seconds());
             let out = prepare(&t, &nb, &mut HashMap::new(), &texts, &s, *b)?;
             secs.push(started.elapsed().as_secs_f64());
+            cpu.push(cpu_seconds() - cpu0);
             outputs.push(out);
         }
     }
     let rate = |secs: &[f64]| n as f64 / median(secs.to_vec());
-    for (b, secs) in &times {
+    for ((b, secs), cpu) in times.iter().zip(&cpu) {
         println!(
             "{}",
             serde_json::json!({"bench": "augment", "method": "tinybert", "what": "candidates",
                 "teacher": teacher.display().to_string(), "batch_size": b, "examples": n,
-                "seconds": secs, "sentences_per_s": rate(secs)})
+                "seconds": secs, "cpu_seconds": cpu, "sentences_per_s": rate(secs),
+                "sentences_per_cpu_s": rate(cpu)})
         );
     }
     let identical = outputs.windows(2).all(|w| w[0] == w[1]);
+    println!(
+        "tinybert candidates per CPU second, batch {batch} / batch 1: {:.2}x ({:.2} vs {:.2})",
+        rate(&cpu[0]) / rate(&cpu[1]),
+        rate(&cpu[0]),
+        rate(&cpu[1]),
+    );
     println!(
         "tinybert candidates, batch {batch} / batch 1: {:.2}x ({:.2} vs {:.2} sentences/s, median \
          of {ROUNDS}); candidates identical across batch sizes: {identical}",
