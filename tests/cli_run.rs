@@ -220,3 +220,30 @@ fn malformed_pipelines_fail_with_clear_messages() {
     );
     assert!(!dir.join("runs").exists(), "a failed parse wrote runs/");
 }
+
+#[test]
+fn every_shipped_pipeline_parses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(repo().join("pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let out = ok(kd_in(
+            tmp.path(),
+            &["run", "--dry-run", path.to_str().unwrap()],
+        ));
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        assert!(out.contains(&format!("\"{stem}\"")), "{stem}: {out}");
+        seen.push(stem);
+    }
+    seen.sort();
+    for name in [
+        "distilbert-quickstart",
+        "tinybert-general",
+        "tinybert-4-general",
+    ] {
+        assert!(seen.iter().any(|s| s == name), "{name} not in {seen:?}");
+    }
+}
