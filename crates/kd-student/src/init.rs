@@ -7,6 +7,11 @@
 //! embeddings) is copied when the teacher has one and initialised fresh from the seed otherwise.
 //! DistilBERT takes teacher layers `[0, 2, 4, 7, 9, 11]` of BERT-base, which is what
 //! [`spread_layers`]`(12, 6)` returns.
+//!
+//! A classifier student ([`StudentHead::Classifier`], for task distillation) copies the pooler
+//! and classifier too when the source has them with the same shapes (a fine-tuned teacher), and
+//! draws them fresh from the seed otherwise (a general student, or a masked-LM teacher); it
+//! takes its labels from the task teacher's configuration.
 
 use crate::{Error, Result};
 use candle_core::{DType, Device};
@@ -25,11 +30,58 @@ const LAYER_PREFIX: &str = "bert.encoder.layer.";
 
 /// A student built from a teacher, with the origin of every copied parameter.
 pub struct TeacherInit {
-    /// The student (a `BertForMaskedLM`); its `report` lists the fresh parameters and the teacher
+    /// The student (`BertForMaskedLM`, or a classifier); its `report` lists the fresh parameters and the teacher
     /// tensors left out, and its `dir` is the teacher's, so saving it copies the tokenizer.
     pub student: LoadedModel,
     /// `(student parameter, teacher tensor as named in the checkpoint)`, by student name.
     pub copied: Vec<(String, String)>,
+}
+
+/// What a student predicts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StudentHead {
+    /// Masked tokens (`BertForMaskedLM`).
+    #[default]
+    MaskedLm,
+    /// The classes (or value) of a task (`BertForSequenceClassification`).
+    Classifier(ClassifierLabels),
+}
+
+/// The label set of a classifier student.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifierLabels {
+    /// Class names by id (`None`: two classes, `LABEL_0` and `LABEL_1`).
+    pub id2label: Option<BTreeMap<String, String>>,
+    /// `single_label_classification` or `regression`.
+    pub problem_type: Option<String>,
+}
+
+impl ClassifierLabels {
+    /// The labels of a classifier's configuration (the task teacher's).
+    pub fn of(config: &BertConfig) -> Self {
+        Self {
+            id2label: config.id2label.clone(),
+            problem_type: config.problem_type.clone(),
+        }
+    }
+}
+
+impl StudentHead {
+    /// The architecture of a student with this head.
+    pub fn architecture(&self) -> Architecture {
+        match self {
+            StudentHead::MaskedLm => Architecture::MaskedLm,
+            StudentHead::Classifier(_) => Architecture::SequenceClassification,
+        }
+    }
+
+    /// `config` with this head's labels.
+    fn configure(&self, config: &mut BertConfig) {
+        if let StudentHead::Classifier(labels) = self {
+            config.id2label = labels.id2label.clone();
+            config.problem_type = labels.problem_type.clone();
+        }
+    }
 }
 
 /// A masked-LM student with `layers.len()` layers copied from the teacher in `teacher_dir`
@@ -50,13 +102,29 @@ pub fn init_from_teacher(
     seed: u64,
     device: &Device,
 ) -> Result<TeacherInit> {
+    init_with_head(teacher_dir, layers, &StudentHead::MaskedLm, seed, device)
+}
+
+/// Like [`init_from_teacher`], for a student with `head`: layers `layers` of the model in
+/// `dir` (a teacher, or a general student to specialise), the head copied when `dir` has it
+/// with the same shapes and fresh from `seed` otherwise.
+pub fn init_with_head(
+    dir: &Path,
+    layers: &[usize],
+    head: &StudentHead,
+    seed: u64,
+    device: &Device,
+) -> Result<TeacherInit> {
+    let teacher_dir = dir;
     let teacher_cfg = BertConfig::from_file(&teacher_dir.join("config.json"))?;
     check_layers(layers, teacher_cfg.num_hidden_layers, teacher_dir)?;
     let mut cfg = teacher_cfg;
     cfg.num_hidden_layers = layers.len();
+    head.configure(&mut cfg);
+    let arch = head.architecture();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let model = Bert::new(&cfg, Architecture::MaskedLm, vb)?;
+    let model = Bert::new(&cfg, arch, vb)?;
 
     let weights = find_weights(teacher_dir)?;
     let mut sources: BTreeMap<String, (String, candle_core::Tensor)> = BTreeMap::new();
@@ -69,7 +137,7 @@ pub fn init_from_teacher(
                 continue;
             }
         };
-        match student_name(&name, layers) {
+        match student_name(&name, layers, arch) {
             Ok(s) if sources.contains_key(&s) => {
                 report.ignored.push((orig, format!("duplicate of {name}")))
             }
@@ -91,6 +159,12 @@ pub fn init_from_teacher(
                 Some((orig, t)) if t.dims() == var.dims() => {
                     var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
                     copied.push((name.clone(), orig));
+                }
+                Some((orig, _)) if is_head(name) => {
+                    report
+                        .ignored
+                        .push((orig, format!("{name} has another shape than the student's")));
+                    report.initialized.push(name.clone());
                 }
                 Some((orig, t)) => problems.push(format!(
                     "{orig} has shape {:?}, student {name} needs {:?}",
@@ -127,7 +201,11 @@ pub fn init_from_teacher(
 }
 
 /// The student name of a canonical teacher name, or why the tensor is left out.
-fn student_name(name: &str, layers: &[usize]) -> std::result::Result<String, String> {
+fn student_name(
+    name: &str,
+    layers: &[usize],
+    arch: Architecture,
+) -> std::result::Result<String, String> {
     if let Some(rest) = name.strip_prefix(LAYER_PREFIX) {
         let (index, tail) = rest.split_once('.').unwrap_or((rest, ""));
         let t: usize = index
@@ -138,10 +216,15 @@ fn student_name(name: &str, layers: &[usize]) -> std::result::Result<String, Str
             None => Err(format!("teacher layer {t} is not kept")),
         };
     }
-    if name.starts_with("bert.pooler.") || name.starts_with("classifier.") {
-        return Err("head not used by a masked-LM student".into());
+    let classifier_part = name.starts_with("bert.pooler.") || name.starts_with("classifier.");
+    match arch {
+        Architecture::SequenceClassification if name.starts_with("cls.") => {
+            Err("MLM head not used by a classifier student".into())
+        }
+        Architecture::SequenceClassification => Ok(name.to_string()),
+        _ if classifier_part => Err("head not used by a masked-LM student".into()),
+        _ => Ok(name.to_string()),
     }
-    Ok(name.to_string())
 }
 
 /// Checks a list of 0-based teacher layers: non-empty, no repeats, each below `teacher_layers`.
@@ -197,9 +280,21 @@ pub fn parse_layers(text: &str) -> Result<Vec<usize>> {
 
 /// A freshly initialised masked-LM student of `config` (any width), reproducible from `seed`.
 pub fn student_from_config(config: &BertConfig, seed: u64, device: &Device) -> Result<LoadedModel> {
+    fresh_student(config, &StudentHead::MaskedLm, seed, device)
+}
+
+/// A freshly initialised student of `config` with `head`, reproducible from `seed`.
+pub fn fresh_student(
+    config: &BertConfig,
+    head: &StudentHead,
+    seed: u64,
+    device: &Device,
+) -> Result<LoadedModel> {
+    let mut config = config.clone();
+    head.configure(&mut config);
     Ok(init_model(
-        config,
-        Architecture::MaskedLm,
+        &config,
+        head.architecture(),
         seed,
         device,
         DType::F32,
