@@ -4,7 +4,9 @@
 //! two batched matmuls, three of them `[B, heads, L, L]`, and candle's backward zeroes and adds
 //! a gradient buffer of that size for each. The fused node runs, per (sequence, head), a GEMM
 //! for the scores, the masked softmax and dropout in place, and a GEMM for the context, keeping
-//! only the probabilities for the backward pass, which is five GEMMs per head.
+//! only the probabilities for the backward pass, which is five GEMMs per head. When the scores
+//! are wanted as an output of their own (TinyBERT's attention loss), the same work is split
+//! into two nodes instead ([`super::attention_scores`], [`super::attention_from_scores`]).
 
 use super::head_gemm::{mm, Dims, Dst, Mat, Out};
 use super::softmax::{softmax_grad_in_place, softmax_in_place};
