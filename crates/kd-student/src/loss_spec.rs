@@ -86,6 +86,30 @@ impl Default for SoftCe {
     }
 }
 
+/// Soft cross-entropy between the student's class logits and the cached teacher logits at
+/// temperature T: DistilBERT-style task distillation (with `T²`) or TinyBERT's prediction
+/// layer (`t2_scaling = false`, T = 1), summed over classes and averaged over examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassSoftCe {
+    /// Weight in the total loss.
+    pub weight: f64,
+    /// Temperature of both softmaxes.
+    pub temperature: f32,
+    /// Multiply by T^2 (Hinton; DistilBERT does, TinyBERT does not).
+    pub t2_scaling: bool,
+}
+
+impl Default for ClassSoftCe {
+    fn default() -> Self {
+        Self {
+            weight: 1.0,
+            temperature: 1.0,
+            t2_scaling: true,
+        }
+    }
+}
+
 /// A weight alone, for losses without settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -167,6 +191,8 @@ pub enum LossSpec {
     AttentionMse(LayerLoss),
     /// MSE between student and teacher class logits (Tang et al.).
     LogitMse(Weighted),
+    /// Soft cross-entropy on class logits against the cached teacher logits.
+    ClassSoftCe(ClassSoftCe),
 }
 
 impl LossSpec {
@@ -181,6 +207,7 @@ impl LossSpec {
             LossSpec::EmbeddingMse(_) => "embedding_mse",
             LossSpec::AttentionMse(_) => "attention_mse",
             LossSpec::LogitMse(_) => "logit_mse",
+            LossSpec::ClassSoftCe(_) => "class_soft_ce",
         }
     }
 
@@ -199,6 +226,7 @@ impl LossSpec {
     pub fn set_weight(&mut self, weight: f64) {
         match self {
             LossSpec::SoftCe(s) => s.weight = weight,
+            LossSpec::ClassSoftCe(s) => s.weight = weight,
             LossSpec::MlmCe(w) | LossSpec::HardCe(w) | LossSpec::LogitMse(w) => w.weight = weight,
             LossSpec::HiddenCos(l)
             | LossSpec::HiddenMse(l)
@@ -211,6 +239,7 @@ impl LossSpec {
     pub fn weight(&self) -> f64 {
         match self {
             LossSpec::SoftCe(s) => s.weight,
+            LossSpec::ClassSoftCe(s) => s.weight,
             LossSpec::MlmCe(w) | LossSpec::HardCe(w) | LossSpec::LogitMse(w) => w.weight,
             LossSpec::HiddenCos(l)
             | LossSpec::HiddenMse(l)
@@ -315,7 +344,7 @@ impl<'de> Deserialize<'de> for LossList {
                          and soft_targets; the list form is [[loss]] entries with kind = \
                          \"soft_ce\" | \"mlm_ce\" | \"hard_ce\" | \"hidden_cos\" | \
                          \"hidden_mse\" | \"embedding_mse\" | \"attention_mse\" | \
-                         \"logit_mse\")"
+                         \"logit_mse\" | \"class_soft_ce\")"
                     ))
                 }),
             other => Err(D::Error::custom(format!(
@@ -343,15 +372,18 @@ impl LossList {
                     l.kind()
                 )));
             }
-            if let LossSpec::SoftCe(s) = l {
-                if !s.temperature.is_finite() || s.temperature <= 0.0 {
-                    return Err(Error::Config(format!(
-                        "loss entry {} (soft_ce): temperature = {}: the temperature must be a \
-                         finite number > 0",
-                        i + 1,
-                        s.temperature
-                    )));
-                }
+            let temperature = match l {
+                LossSpec::SoftCe(s) => Some(s.temperature),
+                LossSpec::ClassSoftCe(s) => Some(s.temperature),
+                _ => None,
+            };
+            if let Some(t) = temperature.filter(|t| !t.is_finite() || *t <= 0.0) {
+                return Err(Error::Config(format!(
+                    "loss entry {} ({}): temperature = {t}: the temperature must be a finite \
+                     number > 0",
+                    i + 1,
+                    l.kind()
+                )));
             }
         }
         if self.0.iter().all(|l| l.weight() == 0.0) {

@@ -10,8 +10,9 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use kd_cache::{LayerSpec, Manifest, Precision, Record, TargetSpec, TopKPositions, TopKSpec};
 use kd_distill::{
-    attention_mse, cosine_embedding, hidden_mse, logit_mse, mlm_cross_entropy, soft_target_sampled,
-    soft_target_topk, Projection, SampledTargets, SoftTargetConfig, TailMode, TopKTargets,
+    attention_mse, cosine_embedding, hidden_mse, logit_mse, mlm_cross_entropy, prediction_soft_ce,
+    soft_target_sampled, soft_target_topk, Projection, SampledTargets, SoftCeReduction,
+    SoftTargetConfig, TailMode, TopKTargets,
 };
 
 /// Sizes of the two models a loss list is resolved against.
@@ -188,7 +189,9 @@ pub fn wants(losses: &[ResolvedLoss]) -> Wants {
         match &l.spec {
             LossSpec::SoftCe(s) if !s.positions.is_masked() => w.mlm_logits_all = true,
             LossSpec::SoftCe(_) | LossSpec::MlmCe(_) => w.mlm_logits = true,
-            LossSpec::HardCe(_) | LossSpec::LogitMse(_) => w.class_logits = true,
+            LossSpec::HardCe(_) | LossSpec::LogitMse(_) | LossSpec::ClassSoftCe(_) => {
+                w.class_logits = true
+            }
             LossSpec::AttentionMse(_) => w.attention.extend(l.pairs.iter().map(|p| p.0)),
             LossSpec::HiddenCos(_) | LossSpec::HiddenMse(_) | LossSpec::EmbeddingMse(_) => {
                 w.hidden.extend(l.pairs.iter().map(|p| p.0))
@@ -224,7 +227,7 @@ pub fn needed_targets(losses: &[ResolvedLoss]) -> TargetSpec {
                     temperature: s.temperature,
                 })
             }
-            LossSpec::LogitMse(_) => spec.logits = true,
+            LossSpec::LogitMse(_) | LossSpec::ClassSoftCe(_) => spec.logits = true,
             LossSpec::HiddenCos(_) | LossSpec::HiddenMse(_) | LossSpec::EmbeddingMse(_) => {
                 hidden.extend(l.pairs.iter().map(|p| p.1 as u32))
             }
@@ -292,19 +295,19 @@ pub fn term(loss: &ResolvedLoss, out: &StudentOutputs, inp: &TermInputs) -> Resu
         }
         LossSpec::LogitMse(_) => {
             let s = class_logits(out)?;
-            let c = s.dim(1)?;
-            let mut t = Vec::with_capacity(inp.records.len() * c);
-            for r in inp.records {
-                let l = r.logits.as_ref().filter(|l| l.len() == c).ok_or_else(|| {
-                    Error::Config(format!(
-                        "logit_mse: record {} has no {c} teacher logits",
-                        r.seq_id
-                    ))
-                })?;
-                t.extend_from_slice(l);
-            }
-            let t = Tensor::from_vec(t, (inp.records.len(), c), dev)?.to_dtype(s.dtype())?;
+            let t = teacher_logits(s, "logit_mse", inp)?;
             Ok(logit_mse(s, &t)?)
+        }
+        LossSpec::ClassSoftCe(c) => {
+            let s = class_logits(out)?;
+            let t = teacher_logits(s, "class_soft_ce", inp)?;
+            let temperature = c.temperature as f64;
+            let ce = prediction_soft_ce(s, &t, temperature, SoftCeReduction::BatchMean)?;
+            Ok(if c.t2_scaling {
+                ce.affine(temperature * temperature, 0.0)?
+            } else {
+                ce
+            })
         }
         LossSpec::HiddenCos(_) | LossSpec::HiddenMse(_) | LossSpec::EmbeddingMse(_) => {
             layer_terms(loss, out, inp)
@@ -317,6 +320,23 @@ fn mlm_logits(out: &StudentOutputs) -> Result<&Tensor> {
     out.mlm_logits
         .as_ref()
         .ok_or_else(|| Error::Config("the batch has no masked position".into()))
+}
+
+/// The records' teacher logits `[B, C]` beside the student's `s`, refused (naming `loss` and
+/// the record) when a record has none or another number of classes.
+fn teacher_logits(s: &Tensor, loss: &str, inp: &TermInputs) -> Result<Tensor> {
+    let c = s.dim(1)?;
+    let mut t = Vec::with_capacity(inp.records.len() * c);
+    for r in inp.records {
+        let l = r.logits.as_ref().filter(|l| l.len() == c).ok_or_else(|| {
+            Error::Config(format!(
+                "{loss}: record {} has no {c} teacher logits",
+                r.seq_id
+            ))
+        })?;
+        t.extend_from_slice(l);
+    }
+    Ok(Tensor::from_vec(t, (inp.records.len(), c), inp.device)?.to_dtype(s.dtype())?)
 }
 
 fn class_logits(out: &StudentOutputs) -> Result<&Tensor> {
