@@ -24,9 +24,11 @@ mod layers;
 mod metrics;
 mod suite;
 mod table;
+pub mod task;
 
 pub use layers::{evaluate_layers, LayerMetrics};
 pub use suite::{run_suite, EvalSuite, SuiteReport};
+pub use task::{run_task_eval, TaskEvalReport, TaskEvalSuite, TaskModel};
 
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
