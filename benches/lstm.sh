@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The BiLSTM layer at Tang et al.'s shape (batch 50, hidden 150, embedding 300 and 384, lengths
 # 30..60): kd's fused recurrence (crates/kd-lstm/benches/lstm.rs) and, when torch is importable,
-# torch.nn.LSTM on packed sequences (benches/lstm_torch.py) in the same run; prints kd/torch
-# ratios of real tokens per second. Usage: benches/lstm.sh [--iters N] [--embed 300,384]
-# (PYTHON=... picks the interpreter that has torch).
+# torch.nn.LSTM on packed sequences and the whole classifier (benches/lstm_torch.py) in the same
+# run; prints how many times faster kd is (torch time / kd time), by wall time and by CPU time,
+# each the fastest of --iters calls. On a shared machine compare single-threaded runs by CPU time:
+#   RAYON_NUM_THREADS=1 benches/lstm.sh --threads 1
+# Usage: benches/lstm.sh [--iters N] [--embed 300,384] [--threads N] [--composed 0]
+# (PYTHON=... picks the interpreter that has torch; --threads sets torch's threads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -22,13 +25,18 @@ for path in sys.argv[1:]:
         if line.startswith("{"):
             r = json.loads(line)
             rows[(r["impl"], r["config"], r["what"])] = r
-print(f"{'config':<20} {'what':<11} {'kd ms':>8} {'torch ms':>9} {'kd/torch':>8}")
+print(f"{'impl':<12} {'config':<22} {'what':<14} {'ms':>8} {'torch ms':>9} {'x torch':>8}"
+      f" {'cpu ms':>8} {'torch cpu':>9} {'x torch':>8}")
 for (impl, cfg, what), r in sorted(rows.items()):
-    if impl != "kd":
+    if impl == "torch":
         continue
     t = rows.get(("torch", cfg, what))
-    ratio = f"{r['tokens_per_s'] / t['tokens_per_s']:.2f}x" if t else "-"
-    print(f"{cfg:<20} {what:<11} {r['ms']:>8.2f} {t['ms'] if t else 0:>9.2f} {ratio:>8}")
+    if not t:
+        print(f"{impl:<12} {cfg:<22} {what:<14} {r['ms']:>8.2f}")
+        continue
+    print(f"{impl:<12} {cfg:<22} {what:<14} {r['ms']:>8.2f} {t['ms']:>9.2f} "
+          f"{t['ms'] / r['ms']:>7.2f}x {r['cpu_ms']:>8.2f} {t['cpu_ms']:>9.2f} "
+          f"{t['cpu_ms'] / r['cpu_ms']:>7.2f}x")
 PY
 else
   echo "torch not installed: kd numbers only"

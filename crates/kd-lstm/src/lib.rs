@@ -13,6 +13,7 @@
 //! - [`student`]: the model as a kd-student `Student` (class logits for logit losses).
 //! - [`error`]: the crate's error type.
 
+mod activations;
 pub mod config;
 pub mod error;
 pub mod init;

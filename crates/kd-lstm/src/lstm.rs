@@ -1,7 +1,7 @@
 //! A single-layer bidirectional LSTM under PyTorch's parameter names, so the state dict of an
 //! `nn.LSTM(E, H, bidirectional=True, batch_first=True)` loads as it is.
 
-use crate::recurrence::{bilstm_recurrence, fits};
+use crate::recurrence::{bilstm_recurrence, check_lengths, fits};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -70,35 +70,66 @@ impl BiLstm {
         })
     }
 
+    /// The input weights of both directions `[8H, E]`, the recurrent ones `[2, 4H, H]` and the
+    /// summed biases `[8H]`, in the layout of [`bilstm_recurrence`].
+    pub fn stacked(&self) -> Result<(Tensor, Tensor, Tensor)> {
+        let (f, r) = (&self.forward, &self.reverse);
+        let w_ih = Tensor::cat(&[&f.weight_ih, &r.weight_ih], 0)?;
+        let w_hh = Tensor::stack(&[&f.weight_hh, &r.weight_hh], 0)?;
+        let bias = Tensor::cat(&[(&f.bias_ih + &f.bias_hh)?, (&r.bias_ih + &r.bias_hh)?], 0)?;
+        Ok((w_ih, w_hh, bias))
+    }
+
     /// The input projections of every step and both directions, `[B, T, 8H]`: one GEMM
     /// `x [B*T, E] @ [W_ih; W_ih_reverse]^T` plus both biases.
     pub fn input_projection(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, e) = x.dims3()?;
-        let w = Tensor::cat(&[&self.forward.weight_ih, &self.reverse.weight_ih], 0)?;
-        let bias = Tensor::cat(
-            &[
-                (&self.forward.bias_ih + &self.forward.bias_hh)?,
-                (&self.reverse.bias_ih + &self.reverse.bias_hh)?,
-            ],
-            0,
-        )?;
+        let (w_ih, _, bias) = self.stacked()?;
         x.reshape((b * t, e))?
-            .matmul(&w.t()?)?
+            .matmul(&w_ih.t()?)?
             .broadcast_add(&bias)?
             .reshape((b, t, 8 * self.hidden_size))
     }
 
-    /// Hidden states `[B, T, 2H]` (forward then reverse), zeros at the padded steps
-    /// `lengths[b]..T` of each row, as PyTorch's packed sequences give them. CPU `f32` runs
-    /// the fused recurrence, anything else [`composed_recurrence`].
+    /// Hidden states `[B, T, 2H]` (forward then reverse) of a padded batch `x` `[B, T, E]`,
+    /// zeros at the padded steps `lengths[b]..T` of each row, as PyTorch's packed sequences
+    /// give them. The real steps are gathered first (see [`Self::forward_packed`]).
     pub fn forward(&self, x: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        let xw = self.input_projection(x)?;
-        let w_hh = Tensor::stack(&[&self.forward.weight_hh, &self.reverse.weight_hh], 0)?;
-        if fits(&xw) && fits(&w_hh) {
-            bilstm_recurrence(&xw, &w_hh, lengths)
-        } else {
-            composed_recurrence(&xw, &w_hh, lengths)
+        let (b, t, e) = x.dims3()?;
+        check_lengths(lengths, b, t)?;
+        let idx: Vec<u32> = lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(row, &len)| (0..len).map(move |s| (row * t + s) as u32))
+            .collect();
+        let n = idx.len();
+        let idx = Tensor::from_vec(idx, n, x.device())?;
+        let packed = x.reshape((b * t, e))?.index_select(&idx, 0)?;
+        self.forward_packed(&packed, lengths, t)
+    }
+
+    /// Hidden states `[B, steps, 2H]` of packed inputs `x` `[N, E]` (every row's real steps,
+    /// row after row; `N = sum(lengths)`), zeros at padded steps. CPU `f32` projects the
+    /// packed tokens only and runs the fused recurrence; anything else pads them and runs
+    /// [`composed_recurrence`].
+    pub fn forward_packed(&self, x: &Tensor, lengths: &[usize], steps: usize) -> Result<Tensor> {
+        let (w_ih, w_hh, bias) = self.stacked()?;
+        if fits(x) && fits(&w_hh) {
+            let xw = x.matmul(&w_ih.t()?)?;
+            return bilstm_recurrence(&xw, &w_hh, &bias, lengths, steps);
         }
+        check_lengths(lengths, lengths.len(), steps)?;
+        // Padded steps read their row's first token; the composed recurrence masks them.
+        let mut idx = Vec::with_capacity(lengths.len() * steps);
+        let mut offset = 0u32;
+        for &len in lengths {
+            idx.extend((0..steps).map(|s| offset + s.min(len - 1) as u32));
+            offset += len as u32;
+        }
+        let n = idx.len();
+        let padded = x.index_select(&Tensor::from_vec(idx, n, x.device())?, 0)?;
+        let padded = padded.reshape((lengths.len(), steps, self.input_size))?;
+        composed_recurrence(&self.input_projection(&padded)?, &w_hh, lengths)
     }
 }
 
@@ -108,7 +139,7 @@ impl BiLstm {
 pub fn composed_recurrence(xw: &Tensor, w_hh: &Tensor, lengths: &[usize]) -> Result<Tensor> {
     let (b, t, _) = xw.dims3()?;
     let (_, _, h) = w_hh.dims3()?;
-    crate::recurrence::check_lengths(lengths, b, t)?;
+    check_lengths(lengths, b, t)?;
     let dev = xw.device();
     let mut outs = Vec::with_capacity(2);
     for d in 0..2 {

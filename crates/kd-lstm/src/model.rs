@@ -124,7 +124,7 @@ impl BiLstmClassifier {
         })
     }
 
-    /// Max-pooled BiLSTM states `[R, 2H]` of encoder rows.
+    /// Max-pooled BiLSTM states `[R, 2H]` of encoder rows (only real tokens are embedded).
     pub fn encode(&self, rows: &EncoderRows, ctx: &mut ForwardCtx, dev: &Device) -> Result<Tensor> {
         let v = self.config.vocab_size;
         if let Some(&bad) = rows.ids.iter().find(|&&id| id as usize >= v) {
@@ -132,9 +132,13 @@ impl BiLstmClassifier {
                 "token id {bad} is outside the BiLSTM's vocabulary of {v}"
             )));
         }
-        let ids = Tensor::from_slice(&rows.ids, (rows.rows, rows.steps), dev)?;
+        let packed: Vec<u32> = (rows.lengths.iter().enumerate())
+            .flat_map(|(r, &len)| rows.ids[r * rows.steps..][..len].iter().copied())
+            .collect();
+        let n = packed.len();
+        let ids = Tensor::from_vec(packed, n, dev)?;
         let x = ctx.dropout(&self.embedding.forward(&ids)?, self.config.dropout)?;
-        let h = self.lstm.forward(&x, &rows.lengths)?;
+        let h = self.lstm.forward_packed(&x, &rows.lengths, rows.steps)?;
         let mut pad = vec![0f32; rows.rows * rows.steps];
         for (r, &len) in rows.lengths.iter().enumerate() {
             pad[r * rows.steps + len..(r + 1) * rows.steps].fill(PAD_SCORE);

@@ -1,59 +1,76 @@
 //! The recurrence of a bidirectional LSTM as one graph node, with backpropagation through time.
 //!
-//! The input projections of every step are computed before, as one GEMM over all `(b, t)`
-//! (`xw = x W_ih^T + b_ih + b_hh`, ordinary candle ops that record their own backward). This
-//! node runs the steps: per direction and step one GEMM `h_{t-1} W_hh^T` over the rows still
-//! running, the gates in PyTorch's order `i, f, g, o`
+//! The input projections of every real step are computed before, as one GEMM over the packed
+//! tokens (`x W_ih^T`, ordinary candle ops that record their own backward; padded steps are
+//! never projected, as with PyTorch's packed sequences). This node adds the biases and runs
+//! the steps: per direction and step one GEMM `h_{t-1} W_hh^T` over the rows still running,
+//! the gates in PyTorch's order `i, f, g, o`
 //!
 //! ```text
-//! i = σ(a_i)  f = σ(a_f)  g = tanh(a_g)  o = σ(a_o)    (a = xw_t + h_{t-1} W_hh^T)
+//! i = σ(a_i)  f = σ(a_f)  g = tanh(a_g)  o = σ(a_o)    (a = x_t W_ih^T + b_ih + b_hh + h_{t-1} W_hh^T)
 //! c_t = f c_{t-1} + i g        h_t = o tanh(c_t)
 //! ```
 //!
 //! with `h` and `c` starting at zero. Padding is handled by lengths, as `pack_padded_sequence`
 //! does: the forward direction runs steps `0..len`, the reverse direction `len-1..=0`, and
-//! padded steps output zeros and receive no gradient, whatever their `xw` holds. Rows are
-//! processed longest first, so the rows running at step `t` are a prefix of the state and
-//! each step's GEMM covers exactly them.
+//! padded steps output zeros. Rows are processed longest first, so the rows running at step
+//! `t` are a prefix of the state and each step's GEMM covers exactly them.
 //!
 //! The forward pass keeps the gate activations and cell states; the backward pass walks the
 //! steps in reverse (one GEMM `da W_hh` per step), then forms `dW_hh` as one GEMM over all
-//! steps. The two directions run in parallel.
+//! tokens and `db` as their sum. The two directions run in parallel.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use crate::activations::{gates_in_place, tanh_into};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::{gemm, Parallelism};
 use kd_kernels::cpu::{f32_input, fast_path};
 use std::sync::{Arc, Mutex};
 
-/// Runs both directions of an LSTM over precomputed input projections.
+/// Runs both directions of an LSTM over precomputed input projections of packed tokens.
 ///
-/// `xw` is `[B, T, 8H]`: for each step the forward direction's `[4H]` pre-activations
-/// (`x W_ih^T + b_ih + b_hh`) then the reverse direction's. `w_hh` is `[2, 4H, H]` (forward,
-/// reverse; PyTorch's `weight_hh_l0` and `weight_hh_l0_reverse` stacked). `lengths[b]` is the
-/// number of real steps of row `b` (`1..=T`). Returns `[B, T, 2H]`: the forward hidden state
-/// then the reverse one at each real step, zeros at padded steps. CPU `f32` only (see
-/// [`fits`]).
-pub fn bilstm_recurrence(xw: &Tensor, w_hh: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-    let (b, t, g8) = xw.dims3()?;
+/// `xw` is `[N, 8H]`, `N = sum(lengths)`: the rows of `x W_ih^T` (forward direction's `4H`
+/// then the reverse direction's) of every real token, sequence after sequence (row `b`'s
+/// step `t` at `lengths[..b].sum() + t`). `w_hh` is `[2, 4H, H]` (PyTorch's `weight_hh_l0`
+/// and `weight_hh_l0_reverse` stacked), `bias` `[8H]` (`b_ih + b_hh` of each direction).
+/// `lengths[b]` is the number of real steps of row `b` (`1..=steps`). Returns
+/// `[B, steps, 2H]`: the forward hidden state then the reverse one at each real step, zeros at
+/// padded steps. CPU `f32` only (see [`fits`]).
+pub fn bilstm_recurrence(
+    xw: &Tensor,
+    w_hh: &Tensor,
+    bias: &Tensor,
+    lengths: &[usize],
+    steps: usize,
+) -> Result<Tensor> {
+    let (n, g8) = xw.dims2()?;
     let (dirs, g4, h) = w_hh.dims3()?;
-    if dirs != 2 || g4 != 4 * h || g8 != 8 * h || h == 0 {
+    if dirs != 2 || g4 != 4 * h || g8 != 8 * h || h == 0 || bias.dims() != [8 * h] {
         candle_core::bail!(
-            "kd-lstm: xw {:?} and w_hh {:?} are not [B, T, 8H] and [2, 4H, H]",
+            "kd-lstm: xw {:?}, w_hh {:?} and bias {:?} are not [N, 8H], [2, 4H, H] and [8H]",
             xw.dims(),
-            w_hh.dims()
+            w_hh.dims(),
+            bias.dims()
         );
     }
-    check_lengths(lengths, b, t)?;
-    if !fits(xw) || !fits(w_hh) {
+    check_lengths(lengths, lengths.len(), steps)?;
+    if lengths.iter().sum::<usize>() != n {
+        candle_core::bail!("kd-lstm: {n} packed tokens for lengths summing to another number");
+    }
+    if !fits(xw) || !fits(w_hh) || !fits(bias) {
         candle_core::bail!("kd-lstm: the fused recurrence needs CPU f32 tensors");
     }
     let op = Recurrence {
-        dims: Dims { b, t, h },
-        plan: Arc::new(Plan::new(lengths, t)),
-        keep: xw.track_op() || w_hh.track_op(),
+        dims: Dims {
+            b: lengths.len(),
+            t: steps,
+            h,
+        },
+        plan: Arc::new(Plan::new(lengths, steps)),
+        keep: xw.track_op() || w_hh.track_op() || bias.track_op(),
         saved: Mutex::new(None),
     };
-    xw.contiguous()?.apply_op2(&w_hh.contiguous()?, op)
+    xw.contiguous()?
+        .apply_op3(&w_hh.contiguous()?, &bias.contiguous()?, op)
 }
 
 /// Refuses lengths that do not give each of `b` rows `1..=t` steps.
@@ -79,10 +96,12 @@ struct Dims {
     h: usize,
 }
 
-/// Rows by length, longest first, and how many run at each step.
+/// Rows by length, longest first, how many run at each step, where each row's tokens start.
 #[derive(Debug)]
 struct Plan {
     lengths: Vec<usize>,
+    /// `offsets[b]`: the packed index of row `b`'s first token.
+    offsets: Vec<usize>,
     /// `order[r]` is the batch row held in state row `r`.
     order: Vec<usize>,
     /// `running[t]`: rows with `length > t` (a prefix of `order`).
@@ -96,8 +115,17 @@ impl Plan {
         let running = (0..t)
             .map(|s| lengths.iter().filter(|&&l| l > s).count())
             .collect();
+        let offsets = lengths
+            .iter()
+            .scan(0, |acc, &l| {
+                let o = *acc;
+                *acc += l;
+                Some(o)
+            })
+            .collect();
         Self {
             lengths: lengths.to_vec(),
+            offsets,
             order,
             running,
         }
@@ -113,8 +141,8 @@ impl Plan {
     }
 }
 
-/// What the backward pass needs: gate activations `[B, T, 2, 4H]` and cell states
-/// `[B, T, 2, H]`.
+/// What the backward pass needs: gate activations `[N, 2, 4H]` and cell states `[N, 2, H]`
+/// of the packed tokens.
 struct Saved {
     gates: Vec<f32>,
     cells: Vec<f32>,
@@ -179,32 +207,35 @@ unsafe fn mm(
     );
 }
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+/// The output buffers one direction writes its half of.
+#[derive(Clone, Copy)]
+struct Outputs {
+    /// `[B, T, 2H]`.
+    out: Shared,
+    /// `[N, 2, 4H]` (when kept).
+    gates: Shared,
+    /// `[N, 2, H]` (when kept).
+    cells: Shared,
 }
 
 impl Recurrence {
-    /// One direction's forward steps; writes its half of `out`, `gates`, `cells`.
-    fn forward_dir(
-        &self,
-        d: usize,
-        xw: &[f32],
-        w: &[f32],
-        out: Shared,
-        gates: Shared,
-        cells: Shared,
-    ) {
+    /// One direction's forward steps; writes its half of the outputs.
+    fn forward_dir(&self, d: usize, xw: &[f32], w: &[f32], bias: &[f32], dst: Outputs) {
         let Dims { b, t, h } = self.dims;
         let (g4, plan) = (4 * h, &*self.plan);
         let mut hs = vec![0f32; b * h];
         let mut cs = vec![0f32; b * h];
         let mut a = vec![0f32; b * g4];
+        let mut tc = vec![0f32; h];
         for s in 0..t {
             let ti = plan.time(d, s);
             let n = plan.running[ti];
             for (r, &row) in plan.order[..n].iter().enumerate() {
-                let src = (row * t + ti) * 2 * g4 + d * g4;
-                a[r * g4..(r + 1) * g4].copy_from_slice(&xw[src..src + g4]);
+                let src = &xw[(plan.offsets[row] + ti) * 2 * g4 + d * g4..][..g4];
+                let ar = &mut a[r * g4..(r + 1) * g4];
+                for j in 0..g4 {
+                    ar[j] = src[j] + bias[j];
+                }
             }
             // SAFETY: `hs` holds n x h, `a` n x 4h, `w` is this direction's [4h, h] block.
             unsafe {
@@ -221,28 +252,27 @@ impl Recurrence {
                     (1, h),
                 );
             }
+            gates_in_place(&mut a[..n * g4], h);
             for (r, &row) in plan.order[..n].iter().enumerate() {
-                let ar = &mut a[r * g4..(r + 1) * g4];
+                let ar = &a[r * g4..(r + 1) * g4];
+                let (i, f, g, o) = (&ar[..h], &ar[h..2 * h], &ar[2 * h..3 * h], &ar[3 * h..]);
                 let (hr, cr) = (&mut hs[r * h..(r + 1) * h], &mut cs[r * h..(r + 1) * h]);
-                let slot = row * t + ti;
                 for j in 0..h {
-                    let i = sigmoid(ar[j]);
-                    let f = sigmoid(ar[h + j]);
-                    let g = ar[2 * h + j].tanh();
-                    let o = sigmoid(ar[3 * h + j]);
-                    let c = f * cr[j] + i * g;
-                    cr[j] = c;
-                    hr[j] = o * c.tanh();
-                    (ar[j], ar[h + j], ar[2 * h + j], ar[3 * h + j]) = (i, f, g, o);
+                    cr[j] = f[j] * cr[j] + i[j] * g[j];
                 }
-                // SAFETY: slot `(row, ti)`'s half `d` of each buffer belongs to this direction.
+                tanh_into(&mut tc, cr);
+                for j in 0..h {
+                    hr[j] = o[j] * tc[j];
+                }
+                let p = plan.offsets[row] + ti;
+                // SAFETY: step `ti` of `row`, half `d` of each buffer, belongs to this direction.
                 unsafe {
-                    let o = out.0.add(slot * 2 * h + d * h);
+                    let o = dst.out.0.add((row * t + ti) * 2 * h + d * h);
                     std::ptr::copy_nonoverlapping(hr.as_ptr(), o, h);
                     if self.keep {
-                        let gp = gates.0.add(slot * 2 * g4 + d * g4);
+                        let gp = dst.gates.0.add(p * 2 * g4 + d * g4);
                         std::ptr::copy_nonoverlapping(ar.as_ptr(), gp, g4);
-                        let cp = cells.0.add(slot * 2 * h + d * h);
+                        let cp = dst.cells.0.add(p * 2 * h + d * h);
                         std::ptr::copy_nonoverlapping(cr.as_ptr(), cp, h);
                     }
                 }
@@ -251,7 +281,7 @@ impl Recurrence {
     }
 }
 
-impl CustomOp2 for Recurrence {
+impl CustomOp3 for Recurrence {
     fn name(&self) -> &'static str {
         "kd-lstm"
     }
@@ -262,25 +292,29 @@ impl CustomOp2 for Recurrence {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let xw = f32_input(s1, l1, self.name())?;
         let w = f32_input(s2, l2, self.name())?;
+        let bias = f32_input(s3, l3, self.name())?;
         let Dims { b, t, h } = self.dims;
+        let n = xw.len() / (8 * h);
         let mut out = vec![0f32; b * t * 2 * h];
         let (mut gates, mut cells) = if self.keep {
-            (vec![0f32; b * t * 8 * h], vec![0f32; b * t * 2 * h])
+            (vec![0f32; n * 8 * h], vec![0f32; n * 2 * h])
         } else {
             (Vec::new(), Vec::new())
         };
-        let ptrs = [
-            Shared(out.as_mut_ptr()),
-            Shared(gates.as_mut_ptr()),
-            Shared(cells.as_mut_ptr()),
-        ];
-        let block = 4 * h * h;
+        let dst = Outputs {
+            out: Shared(out.as_mut_ptr()),
+            gates: Shared(gates.as_mut_ptr()),
+            cells: Shared(cells.as_mut_ptr()),
+        };
+        let (block, g4) = (4 * h * h, 4 * h);
         rayon::join(
-            || self.forward_dir(0, xw, &w[..block], ptrs[0], ptrs[1], ptrs[2]),
-            || self.forward_dir(1, xw, &w[block..], ptrs[0], ptrs[1], ptrs[2]),
+            || self.forward_dir(0, xw, &w[..block], &bias[..g4], dst),
+            || self.forward_dir(1, xw, &w[block..], &bias[g4..], dst),
         );
         if self.keep {
             *self.saved.lock().expect("lstm state lock") = Some(Arc::new(Saved { gates, cells }));
@@ -292,9 +326,10 @@ impl CustomOp2 for Recurrence {
         &self,
         xw: &Tensor,
         w_hh: &Tensor,
+        bias: &Tensor,
         res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let saved = self
             .saved
             .lock()
@@ -304,27 +339,32 @@ impl CustomOp2 for Recurrence {
         let w = w_hh.flatten_all()?.to_vec1::<f32>()?;
         let out = res.flatten_all()?.to_vec1::<f32>()?;
         let dout = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let Dims { b, t, h } = self.dims;
-        let mut dxw = vec![0f32; b * t * 8 * h];
+        let h = self.dims.h;
+        let n = xw.dim(0)?;
+        let mut dxw = vec![0f32; n * 8 * h];
         let mut dw = vec![0f32; 8 * h * h];
+        let mut db = vec![0f32; 8 * h];
         let shared = Shared(dxw.as_mut_ptr());
-        let block = 4 * h * h;
+        let (block, g4) = (4 * h * h, 4 * h);
         let (dw0, dw1) = dw.split_at_mut(block);
+        let (db0, db1) = db.split_at_mut(g4);
         let ctx = Backward {
             dims: self.dims,
             plan: &self.plan,
             saved: &saved,
             out: &out,
             dout: &dout,
+            tokens: n,
         };
         rayon::join(
-            || ctx.direction(0, &w[..block], shared, dw0),
-            || ctx.direction(1, &w[block..], shared, dw1),
+            || ctx.direction(0, &w[..block], shared, dw0, db0),
+            || ctx.direction(1, &w[block..], shared, dw1, db1),
         );
         let dev = xw.device();
         Ok((
             Some(Tensor::from_vec(dxw, xw.shape(), dev)?),
             Some(Tensor::from_vec(dw, w_hh.shape(), dev)?),
+            Some(Tensor::from_vec(db, bias.shape(), dev)?),
         ))
     }
 }
@@ -338,50 +378,61 @@ struct Backward<'a> {
     out: &'a [f32],
     /// The gradient of the output `[B, T, 2H]`.
     dout: &'a [f32],
+    /// Packed tokens `N`.
+    tokens: usize,
 }
 
 impl Backward<'_> {
-    /// Backpropagation through time for direction `d`: writes its half of `dxw` and its
-    /// `dw` block `[4H, H]`.
-    fn direction(&self, d: usize, w: &[f32], dxw: Shared, dw: &mut [f32]) {
+    /// Backpropagation through time for direction `d`: writes its half of `dxw` (`[N, 8H]`),
+    /// its `dw` block `[4H, H]` and its `db` half `[4H]`.
+    fn direction(&self, d: usize, w: &[f32], dxw: Shared, dw: &mut [f32], db: &mut [f32]) {
         let Dims { b, t, h } = self.dims;
         let (g4, plan, sv) = (4 * h, self.plan, self.saved);
         let mut dh_rec = vec![0f32; b * h];
         let mut dc = vec![0f32; b * h];
         let mut da = vec![0f32; b * g4];
+        let mut tc = vec![0f32; h];
         let zeros = vec![0f32; h];
         for s in (0..t).rev() {
             let ti = plan.time(d, s);
             let n = plan.running[ti];
             for (r, &row) in plan.order[..n].iter().enumerate() {
-                let slot = row * t + ti;
+                let p = plan.offsets[row] + ti;
                 // The cell state before this step: the neighbour in this direction's order.
                 let prev = match d {
-                    0 if ti > 0 => Some(slot - 1),
-                    1 if ti + 1 < plan.lengths[row] => Some(slot + 1),
+                    0 if ti > 0 => Some(p - 1),
+                    1 if ti + 1 < plan.lengths[row] => Some(p + 1),
                     _ => None,
                 };
-                let c_prev = prev.map_or(&zeros[..], |p| &sv.cells[p * 2 * h + d * h..][..h]);
-                let c_t = &sv.cells[slot * 2 * h + d * h..][..h];
-                let acts = &sv.gates[slot * 2 * g4 + d * g4..][..g4];
-                let dy = &self.dout[slot * 2 * h + d * h..][..h];
+                let c_prev = prev.map_or(&zeros[..], |q| &sv.cells[q * 2 * h + d * h..][..h]);
+                let c_t = &sv.cells[p * 2 * h + d * h..][..h];
+                let acts = &sv.gates[p * 2 * g4 + d * g4..][..g4];
+                let dy = &self.dout[(row * t + ti) * 2 * h + d * h..][..h];
                 let dar = &mut da[r * g4..(r + 1) * g4];
                 let (dhr, dcr) = (&dh_rec[r * h..(r + 1) * h], &mut dc[r * h..(r + 1) * h]);
+                tanh_into(&mut tc, c_t);
+                let (i, f) = (&acts[..h], &acts[h..2 * h]);
+                let (g, o) = (&acts[2 * h..3 * h], &acts[3 * h..4 * h]);
+                let (dai, rest) = dar.split_at_mut(h);
+                let (daf, rest) = rest.split_at_mut(h);
+                let (dag, dao) = rest.split_at_mut(h);
+                let (c_prev, dy, tc) = (&c_prev[..h], &dy[..h], &tc[..h]);
                 for j in 0..h {
-                    let (i, f, g, o) = (acts[j], acts[h + j], acts[2 * h + j], acts[3 * h + j]);
                     let dhj = dy[j] + dhr[j];
-                    let tc = c_t[j].tanh();
-                    let dcj = dcr[j] + dhj * o * (1.0 - tc * tc);
-                    dar[j] = dcj * g * i * (1.0 - i);
-                    dar[h + j] = dcj * c_prev[j] * f * (1.0 - f);
-                    dar[2 * h + j] = dcj * i * (1.0 - g * g);
-                    dar[3 * h + j] = dhj * tc * o * (1.0 - o);
-                    dcr[j] = dcj * f;
+                    let dcj = dcr[j] + dhj * o[j] * (1.0 - tc[j] * tc[j]);
+                    dai[j] = dcj * g[j] * i[j] * (1.0 - i[j]);
+                    daf[j] = dcj * c_prev[j] * f[j] * (1.0 - f[j]);
+                    dag[j] = dcj * i[j] * (1.0 - g[j] * g[j]);
+                    dao[j] = dhj * tc[j] * o[j] * (1.0 - o[j]);
+                    dcr[j] = dcj * f[j];
                 }
-                // SAFETY: slot `(row, ti)`'s half `d` of `dxw` belongs to this direction.
+                for (acc, &v) in db.iter_mut().zip(dar.iter()) {
+                    *acc += v;
+                }
+                // SAFETY: token `p`'s half `d` of `dxw` belongs to this direction.
                 unsafe {
-                    let p = dxw.0.add(slot * 2 * g4 + d * g4);
-                    std::ptr::copy_nonoverlapping(dar.as_ptr(), p, g4);
+                    let q = dxw.0.add(p * 2 * g4 + d * g4);
+                    std::ptr::copy_nonoverlapping(dar.as_ptr(), q, g4);
                 }
             }
             // dh_{t-1} = da W_hh for the rows of this step; rows that start earlier in this
@@ -402,9 +453,8 @@ impl Backward<'_> {
                 );
             }
         }
-        // dW_hh = sum over (b, t) of da^T h_prev, as one GEMM over all slots (padded slots
-        // have zero da).
-        let mut h_prev = vec![0f32; b * t * h];
+        // dW_hh = sum over tokens of da^T h_prev, as one GEMM over all of them.
+        let mut h_prev = vec![0f32; self.tokens * h];
         for row in 0..b {
             for ti in 0..plan.lengths[row] {
                 let prev = match d {
@@ -413,16 +463,16 @@ impl Backward<'_> {
                     _ => continue,
                 };
                 let src = &self.out[(row * t + prev) * 2 * h + d * h..][..h];
-                h_prev[(row * t + ti) * h..][..h].copy_from_slice(src);
+                h_prev[(plan.offsets[row] + ti) * h..][..h].copy_from_slice(src);
             }
         }
-        // SAFETY: dxw's direction-d columns are read as a [4h, B*T] matrix (column stride 8h);
-        // nothing writes dxw any more. `h_prev` is [B*T, h], `dw` [4h, h].
+        // SAFETY: dxw's direction-d columns are read as a [4h, N] matrix (column stride 8h);
+        // nothing writes them any more. `h_prev` is [N, h], `dw` [4h, h].
         unsafe {
             mm(
                 g4,
                 h,
-                b * t,
+                self.tokens,
                 dw.as_mut_ptr(),
                 h,
                 false,

@@ -205,10 +205,14 @@ fn bad_lengths_and_shapes_are_errors() {
         let e = lstm.forward(x, &lens).unwrap_err().to_string();
         assert!(e.contains(needle), "{e}");
     }
-    let w = Tensor::zeros((2, 12, 3), DType::F32, &Device::Cpu).unwrap();
-    let xw = Tensor::zeros((5, 9, 8), DType::F32, &Device::Cpu).unwrap();
-    let e = kd_lstm::bilstm_recurrence(&xw, &w, &[1; 5])
+    let zeros = |s: &[usize]| Tensor::zeros(s, DType::F32, &Device::Cpu).unwrap();
+    let (w, bias) = (zeros(&[2, 12, 3]), zeros(&[24]));
+    let e = kd_lstm::bilstm_recurrence(&zeros(&[5, 8]), &w, &bias, &[1; 5], 1)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("[B, T, 8H]"), "{e}");
+    assert!(e.contains("[N, 8H]"), "{e}");
+    let e = kd_lstm::bilstm_recurrence(&zeros(&[5, 24]), &w, &bias, &[1, 1, 1, 1, 2], 2)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("5 packed tokens"), "{e}");
 }
