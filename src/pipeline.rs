@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use kd_augment::AugmentConfig;
 use kd_precompute::PrecomputeConfig;
 use kd_student::distil::DistilConfig;
-use kd_student::eval::EvalSuite;
+use kd_student::eval::{EvalSuite, TaskEvalSuite};
 use kd_teacher::classify::ClassifyConfig;
 use kd_teacher::mlm::MlmConfig;
 use serde::Deserialize;
@@ -68,8 +68,9 @@ pub enum Step {
     Precompute(Box<PrecomputeConfig>),
     /// `kd train`.
     Train(Box<DistilConfig>),
-    /// `kd eval` of several students on one held-out cache, side by side.
-    Eval(EvalSuite),
+    /// `kd eval`: several students on one held-out cache, or classifiers on a task split
+    /// (a `task` table), side by side.
+    Eval(EvalStep),
     /// `kd augment`: a transfer set of task examples and augmented copies.
     Augment(Box<AugmentConfig>),
 }
@@ -84,6 +85,35 @@ impl Step {
             Step::Train(_) => "train",
             Step::Eval(_) => "eval",
             Step::Augment(_) => "augment",
+        }
+    }
+}
+
+/// The two forms of an `eval` step: with a `task` table, classifiers on a task split
+/// (`models = [...]`, [`TaskEvalSuite`]); else students on a held-out cache ([`EvalSuite`]).
+#[derive(Debug, Clone)]
+pub enum EvalStep {
+    /// Students against a held-out cache.
+    Cache(EvalSuite),
+    /// Classifiers on a task split.
+    Task(TaskEvalSuite),
+}
+
+impl<'de> Deserialize<'de> for EvalStep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut v = serde_json::Value::deserialize(d)?;
+        if let Some(t) = v.as_object_mut() {
+            t.remove("kind");
+        }
+        if v.get("task").is_some() {
+            serde_json::from_value(v)
+                .map(EvalStep::Task)
+                .map_err(D::Error::custom)
+        } else {
+            serde_json::from_value(v)
+                .map(EvalStep::Cache)
+                .map_err(D::Error::custom)
         }
     }
 }

@@ -12,6 +12,7 @@ mod finetune;
 mod info;
 mod loop_flags;
 mod precompute;
+mod predict;
 mod run;
 mod train;
 
@@ -63,6 +64,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Build a transfer set: a task's examples and augmented copies (TinyBERT or Tang et al.).
     Augment(augment::AugmentArgs),
+    /// Labels, probabilities and logits of texts from a classifier (BERT or BiLSTM), as JSONL.
+    Predict(predict::PredictArgs),
 }
 
 impl Command {
@@ -79,6 +82,7 @@ impl Command {
             Command::Eval(args) => eval::run(&args, global),
             Command::Run(args) => run::run(&args, global),
             Command::Augment(args) => augment::run(&args, global),
+            Command::Predict(args) => predict::run(&args, global),
         }
     }
 }

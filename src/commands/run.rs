@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use kd_precompute::run_precompute;
 use kd_student::distil::train_student;
-use kd_student::eval::run_suite;
 use kd_teacher::classify::run_classify;
 use kd_teacher::mlm::run_mlm;
 use std::io::Write;
@@ -82,14 +81,7 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
             Step::Precompute(c) => serde_json::to_value(run_precompute(c, &device)?)?,
             Step::Train(c) => serde_json::to_value(train_student(c, &device)?)?,
             Step::Augment(c) => serde_json::to_value(kd_augment::run_augment(c, &device)?)?,
-            Step::Eval(c) => {
-                let report = run_suite(c, &device)?;
-                for r in &report.students {
-                    eprintln!("{r}");
-                }
-                eprint!("{report}");
-                serde_json::to_value(report)?
-            }
+            Step::Eval(c) => super::eval::run_step(c, &device)?,
         };
         let line = serde_json::json!({"pipeline": p.name, "step": i, "kind": step.kind(),
             "seconds": started.elapsed().as_secs_f64(), "report": report});

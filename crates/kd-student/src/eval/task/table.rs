@@ -23,19 +23,15 @@ fn num(v: Option<f64>) -> String {
 
 impl TaskEvalReport {
     /// The quality columns: names and values of one model.
-    fn quality(&self, r: &TaskModelReport) -> [(&'static str, String); 3] {
+    fn quality(&self, r: &TaskModelReport) -> Vec<(&'static str, String)> {
         if self.regression {
-            [
+            vec![
                 ("pearson", num(r.pearson)),
                 ("spearman", num(r.spearman)),
                 ("mse", num(r.mse)),
             ]
         } else {
-            [
-                ("accuracy", num(r.accuracy)),
-                ("macro-F1", num(r.macro_f1)),
-                ("", String::new()),
-            ]
+            vec![("accuracy", num(r.accuracy)), ("macro-F1", num(r.macro_f1))]
         }
     }
 }
@@ -51,9 +47,9 @@ impl fmt::Display for TaskEvalReport {
         };
         writeln!(
             f,
-            "task {} ({:?} split): {} examples, {labels}\n",
+            "task {} ({} split): {} examples, {labels}\n",
             self.task.join(", "),
-            self.split,
+            format!("{:?}", self.split).to_lowercase(),
             thousands(self.examples)
         )?;
         let rows: Vec<(String, &TaskModelReport)> = (self.teacher.iter())
@@ -64,28 +60,21 @@ impl fmt::Display for TaskEvalReport {
         let Some(first) = rows.first() else {
             return Ok(());
         };
-        let q = self.quality(first.1);
+        let q: String = (self.quality(first.1).iter())
+            .map(|(name, _)| format!("{name:>10}"))
+            .collect();
         let head = format!(
-            "{:<width$}{:>13}{:>10}{:>10}{:>10}{:>11}{:>11}{:>13}{:>12}",
-            "model",
-            "parameters",
-            q[0].0,
-            q[1].0,
-            q[2].0,
-            "agreement",
-            "retention",
-            "sentences/s",
-            "latency ms"
+            "{:<width$}{:>13}{q}{:>11}{:>11}{:>13}{:>12}",
+            "model", "parameters", "agreement", "retention", "sentences/s", "latency ms"
         );
         writeln!(f, "{}", head.trim_end())?;
         for (name, r) in &rows {
-            let q = self.quality(r);
+            let q: String = (self.quality(r).iter())
+                .map(|(_, v)| format!("{v:>10}"))
+                .collect();
             let line = format!(
-                "{name:<width$}{:>13}{:>10}{:>10}{:>10}{:>11}{:>11}{:>13}{:>12.2}",
+                "{name:<width$}{:>13}{q}{:>11}{:>11}{:>13}{:>12.2}",
                 thousands(r.parameters),
-                q[0].1,
-                q[1].1,
-                q[2].1,
                 num(r.agreement),
                 num(r.retention),
                 thousands(r.sentences_per_s.round() as usize),
@@ -104,7 +93,10 @@ impl fmt::Display for TaskEvalReport {
                     parts.push(format!("{:.2}x throughput ({word})", s));
                 }
                 if t.latency_ms > 0.0 {
-                    parts.push(format!("{:.2}x latency", m.latency_ms / t.latency_ms));
+                    parts.push(format!(
+                        "{:.2}x the teacher's latency",
+                        m.latency_ms / t.latency_ms
+                    ));
                 }
                 if let Some(r) = m.retention {
                     parts.push(format!("{:.1}% of the teacher", 100.0 * r));
