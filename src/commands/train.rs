@@ -4,7 +4,7 @@ use super::loop_flags::LoopFlags;
 use super::GlobalArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kd_student::distil::{train_student, DistilConfig, LossSpec, SoftTargetSource};
+use kd_student::distil::{train_student, DistilConfig, HeadKind, LossSpec, SoftTargetSource};
 use kd_student::init::parse_layers;
 use std::path::PathBuf;
 
@@ -40,6 +40,10 @@ pub struct TrainArgs {
     /// Directory whose tokenizer a fresh student uses.
     #[arg(long)]
     tokenizer_from: Option<PathBuf>,
+    /// The student's head: `mlm`, or `classifier` (task distillation from a logits cache,
+    /// with the labels of the teacher that wrote it).
+    #[arg(long)]
+    head: Option<String>,
     #[command(flatten)]
     training: LoopFlags,
     /// Soft-target temperature.
@@ -77,6 +81,9 @@ pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     }
     if a.tokenizer_from.is_some() {
         c.student.tokenizer_from = a.tokenizer_from.clone();
+    }
+    if let Some(h) = &a.head {
+        c.student.head = super::parse_choice::<HeadKind>("head", h)?;
     }
     a.training.apply(&mut c.train);
     c.batch_size = a.training.batch_size.unwrap_or(c.batch_size);

@@ -5,6 +5,7 @@
 //! losses need, plans the epochs, runs the training loop, and saves the student.
 
 use crate::cache_task::CacheTask;
+use crate::init::{ClassifierLabels, StudentHead};
 use crate::loss_terms::{needed_targets, resolve, ModelShapes, TopKLayout};
 use crate::stream::{CachePlan, StreamConfig};
 use crate::student::{BertStudent, Student};
@@ -38,6 +39,20 @@ pub struct StudentSpec {
     pub config: Option<PathBuf>,
     /// Directory whose tokenizer the student uses (defaults to `teacher` or `init`).
     pub tokenizer_from: Option<PathBuf>,
+    /// What the student predicts: `mlm` (masked tokens) or `classifier` (the classes of the
+    /// task whose teacher wrote the cache, with that teacher's labels).
+    pub head: HeadKind,
+}
+
+/// The head of a student.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    /// A masked-LM head (`BertForMaskedLM`).
+    #[default]
+    Mlm,
+    /// A sequence classifier (`BertForSequenceClassification`).
+    Classifier,
 }
 
 /// AdamW's settings (DistilBERT's: betas (0.9, 0.98), eps 1e-6, no weight decay).
@@ -130,10 +145,46 @@ pub struct DistilReport {
     pub model_dir: PathBuf,
 }
 
+/// The head `spec` asks for; a classifier takes the labels of the teacher that wrote `cache`.
+pub fn student_head(spec: &StudentSpec, cache: &Path) -> Result<StudentHead> {
+    match spec.head {
+        HeadKind::Mlm => Ok(StudentHead::MaskedLm),
+        HeadKind::Classifier => {
+            let manifest = Manifest::load(cache)?;
+            if !manifest.targets.logits {
+                return Err(Error::Config(format!(
+                    "student: a classifier student learns from class logits, and the cache in {} \
+                     holds none (precompute it over task data with the `logits` target)",
+                    cache.display()
+                )));
+            }
+            let config: kd_bert::BertConfig =
+                serde_json::from_value(manifest.teacher.config.clone()).map_err(|e| {
+                    Error::Config(format!(
+                        "{}: the teacher's config in the manifest does not read: {e}",
+                        Manifest::path(cache).display()
+                    ))
+                })?;
+            Ok(StudentHead::Classifier(ClassifierLabels::of(&config)))
+        }
+    }
+}
+
 /// Builds the student `spec` describes (DistilBERT init from teacher layers, the same from
-/// another model, or a fresh config) and returns it with the directory whose tokenizer it uses.
+/// another model, or a fresh config) with a masked-LM head, and returns it with the directory
+/// whose tokenizer it uses.
 pub fn build_student(
     spec: &StudentSpec,
+    seed: u64,
+    device: &Device,
+) -> Result<(LoadedModel, PathBuf)> {
+    build_student_with_head(spec, &StudentHead::MaskedLm, seed, device)
+}
+
+/// [`build_student`] with `head`.
+pub fn build_student_with_head(
+    spec: &StudentSpec,
+    head: &StudentHead,
     seed: u64,
     device: &Device,
 ) -> Result<(LoadedModel, PathBuf)> {
@@ -144,7 +195,8 @@ pub fn build_student(
                 let tok = spec.tokenizer_from.clone().ok_or_else(|| {
                     Error::Config("student: a fresh config needs tokenizer_from = DIR".into())
                 })?;
-                let student = crate::init::student_from_config_file(config, seed, device)?;
+                let config = kd_bert::BertConfig::from_file(config)?;
+                let student = crate::init::fresh_student(&config, head, seed, device)?;
                 return Ok((student, tok));
             }
             _ => return Err(Error::Config(
@@ -163,13 +215,15 @@ pub fn build_student(
         .tokenizer_from
         .clone()
         .unwrap_or_else(|| copy_from.clone());
-    let student = crate::init::student_from_teacher(copy_from, &spec.layers, seed, device)?;
+    let student = crate::init::init_with_head(copy_from, &spec.layers, head, seed, device)?.student;
     Ok((student, tok))
 }
 
 /// Builds the student and trains it (see [`run_distil`]).
 pub fn train_student(cfg: &DistilConfig, device: &Device) -> Result<DistilReport> {
-    let (student, tokenizer_dir) = build_student(&cfg.student, cfg.train.seed, device)?;
+    let head = student_head(&cfg.student, &cfg.cache)?;
+    let (student, tokenizer_dir) =
+        build_student_with_head(&cfg.student, &head, cfg.train.seed, device)?;
     run_distil(cfg, student, &tokenizer_dir, device)
 }
 
