@@ -1,6 +1,8 @@
 //! The binary encoding of one record inside an mmap-shard block
 //! (little-endian; layout in `schemas/cache-v2.md`: the `kd-cache/1` encoding, whose
-//! reserved header byte counts the `attention_qk` tensors that follow the attention ones).
+//! reserved header byte counts the `attention_qk` tensors that follow the attention ones;
+//! `kd-cache/3`, `schemas/cache-v3.md`: flag 64 announces a count byte and the
+//! `attention_input` tensors after the `attention_qk` ones).
 
 use crate::precision::Precision;
 use crate::quant::Quantized;
@@ -12,7 +14,8 @@ const F_SAMPLED: u8 = 4;
 const F_LOGITS: u8 = 8;
 const F_LABEL_CLASS: u8 = 16;
 const F_LABEL_VALUE: u8 = 32;
-const KNOWN_FLAGS: u8 = 63;
+const F_ATTENTION_INPUT: u8 = 64;
+const KNOWN_FLAGS: u8 = 127;
 
 /// Fixed record header: seq_id, epoch, n, n_mask, flags, n_hidden, n_attention, n_attention_qk
 /// (reserved, always 0, in `kd-cache/1`).
@@ -58,7 +61,12 @@ pub fn encode_record(r: &Record, out: &mut Vec<u8>) -> Result<(), String> {
     let na = u8::try_from(r.attention.len()).map_err(|_| "more than 255 attention layers")?;
     let nqk =
         u8::try_from(r.attention_qk.len()).map_err(|_| "more than 255 attention_qk layers")?;
+    let ni = u8::try_from(r.attention_input.len())
+        .map_err(|_| "more than 255 attention_input layers")?;
     let mut flags = 0u8;
+    if ni > 0 {
+        flags |= F_ATTENTION_INPUT;
+    }
     if r.token_type_ids.is_some() {
         flags |= F_TOKEN_TYPES;
     }
@@ -106,6 +114,12 @@ pub fn encode_record(r: &Record, out: &mut Vec<u8>) -> Result<(), String> {
     for l in r.hidden.iter().chain(&r.attention).chain(&r.attention_qk) {
         put_tensor(out, l.layer, &l.values)?;
     }
+    if ni > 0 {
+        out.push(ni);
+        for l in &r.attention_input {
+            put_tensor(out, l.layer, &l.values)?;
+        }
+    }
     if let Some(l) = &r.logits {
         out.extend_from_slice(&len_u32(l.len(), "logits")?.to_le_bytes());
         put_f32s(out, l);
@@ -152,6 +166,16 @@ pub fn section_sizes(r: &Record) -> Vec<(String, u64)> {
     }
     for l in &r.attention_qk {
         v.push((format!("attention_qk_l{}", l.layer), tensor_size(&l.values)));
+    }
+    if !r.attention_input.is_empty() {
+        // The count byte belongs to the fixed part.
+        v[0].1 += 1;
+    }
+    for l in &r.attention_input {
+        v.push((
+            format!("attention_input_l{}", l.layer),
+            tensor_size(&l.values),
+        ));
     }
     if let Some(l) = &r.logits {
         v.push(("logits".into(), 4 + 4 * l.len() as u64));
@@ -327,6 +351,16 @@ pub fn decode_record(buf: &[u8]) -> Result<Record, String> {
             }
         }
     }
+    if flags & F_ATTENTION_INPUT != 0 {
+        let ni = c.u8("n_attention_input")?;
+        if ni == 0 {
+            return Err("attention_input flag set with 0 tensors".into());
+        }
+        for _ in 0..ni {
+            let (layer, values) = c.tensor("attention_input")?;
+            r.attention_input.push(LayerValues { layer, values });
+        }
+    }
     if flags & F_LOGITS != 0 {
         let len = u64::from(c.u32("logits length")?);
         r.logits = Some(c.f32s(len, "logits")?);
@@ -384,6 +418,12 @@ mod tests {
                 values: crate::qk::encode(&[0.25; 20], &[-0.5; 20], 5, 4, 2, Precision::Int8)
                     .unwrap(),
             }],
+            attention_input: vec![LayerValues {
+                layer: 1,
+                values: crate::attention_input::encode(&[0.75; 20], 5, 4, 2, Precision::Int8)
+                    .unwrap(),
+            }],
+            attention_weights: None,
         }
     }
 

@@ -83,6 +83,9 @@ fn stored(t: &TargetSpec) -> String {
     if t.attention_qk.is_some() {
         v.push("attention-qk");
     }
+    if t.attention_input.is_some() {
+        v.push("attention-input");
+    }
     if t.logits {
         v.push("logits");
     }
@@ -115,21 +118,27 @@ fn check_layers(
     }
 }
 
-/// Needed attention layers: each present as a map (`attention`) or as query/key projections
-/// (`attention_qk`).
+/// Needed attention layers: each present as a map (`attention`), as query/key projections
+/// (`attention_qk`) or as input hidden states (`attention_input`).
 fn check_attention(have: &TargetSpec, need: Option<&LayerSpec>, out: &mut Vec<String>) {
     let Some(need) = need else { return };
-    if have.attention_qk.is_none() {
+    if have.attention_qk.is_none() && have.attention_input.is_none() {
         return check_layers("attention", have.attention.as_ref(), Some(need), have, out);
     }
     let held = |s: &Option<LayerSpec>| s.as_ref().map(|s| s.layers.clone()).unwrap_or_default();
-    let (maps, qk) = (held(&have.attention), held(&have.attention_qk));
+    let (maps, qk, inputs) = (
+        held(&have.attention),
+        held(&have.attention_qk),
+        held(&have.attention_input),
+    );
     for l in &need.layers {
-        if !maps.contains(l) && !qk.contains(l) {
+        if !maps.contains(l) && !qk.contains(l) && !inputs.contains(l) {
             out.push(format!(
-                "cache has no attention for layer {l} (maps of {}, query/key of {})",
+                "cache has no attention for layer {l} (maps of {}, query/key of {}, inputs \
+                 of {})",
                 list(&maps),
-                list(&qk)
+                list(&qk),
+                list(&inputs)
             ));
         }
     }

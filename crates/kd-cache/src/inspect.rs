@@ -202,6 +202,18 @@ impl fmt::Display for InspectReport {
         writeln!(f, "teacher   {}", teacher_line(m))?;
         writeln!(f, "tokenizer sha256 {}", short_sha(&m.tokenizer_sha256))?;
         writeln!(f, "targets   {}", m.targets)?;
+        if let (Some(w), Some(a)) = (&m.attention_weights, &m.targets.attention_input) {
+            writeln!(
+                f,
+                "weights   {}: query/key of layers {:?}, {} bytes once per cache ({:.1} \
+                 bytes/token over these tokens), sha256 {}",
+                w.file,
+                a.layers,
+                w.bytes,
+                w.bytes as f64 / tok,
+                short_sha(&w.sha256)
+            )?;
+        }
         if let Some(p) = m.part {
             writeln!(
                 f,

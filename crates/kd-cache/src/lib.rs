@@ -10,6 +10,8 @@
 //! - [`quant`]: f32 / f16 / bf16 / int8 (per-row scale) matrices and their error bounds.
 //! - [`precision`]: the [`Precision`] enum.
 //! - [`qk`]: attention targets as query/key projections, and the scores recomputed from them.
+//! - [`attention_input`]: attention targets as each layer's input hidden state plus the
+//!   teacher's query/key weights once per cache ([`AttentionWeights`], its side file).
 //! - [`topk`]: top-k and sampled MLM targets from full-vocabulary logits, and
 //!   teacher probabilities / tail mass at any stored temperature.
 //! - [`targets`]: [`TargetSpec`] and the target-string syntax
@@ -27,12 +29,14 @@
 //! - [`merge`](mod@merge): joining the parts of a sharded run ([`merge()`]).
 //! - [`error`]: the error type, [`CacheError`].
 //!
-//! The on-disk formats are specified in `schemas/cache-v2.md` (`kd-cache/2`: `kd-cache/1`
-//! plus the `attention-qk` target; caches without it are still written and read as
-//! `kd-cache/1`, `schemas/cache-v1.md`).
+//! The on-disk formats are specified in `schemas/cache-v3.md` (`kd-cache/3`: `kd-cache/2`
+//! plus the `attention-input` target and its weights file), `schemas/cache-v2.md`
+//! (`kd-cache/2`: `kd-cache/1` plus the `attention-qk` target) and `schemas/cache-v1.md`; a
+//! cache is written with the lowest version that holds its targets, and all three are read.
 
 #![warn(missing_docs)]
 
+pub mod attention_input;
 pub mod codec;
 pub mod compat;
 pub mod error;
@@ -53,12 +57,13 @@ pub mod topk;
 pub mod verify;
 pub mod writer;
 
+pub use attention_input::{AttentionWeights, LayerWeights, ATTENTION_WEIGHTS_FILE};
 pub use compat::Expectation;
 pub use error::{CacheError, Result};
 pub use inspect::{inspect, ColumnSize, InspectReport};
 pub use manifest::{
-    Backend, CorpusFile, FileRef, Manifest, MaskingParams, Part, ShardInfo, TeacherInfo,
-    MANIFEST_FILE, SCHEMA_VERSION, SCHEMA_VERSION_1,
+    Backend, CorpusFile, FileRef, Manifest, MaskingParams, Part, ShardInfo, SideFile, TeacherInfo,
+    MANIFEST_FILE, SCHEMA_VERSION, SCHEMA_VERSION_1, SCHEMA_VERSION_3,
 };
 pub use merge::{merge, MergeMode};
 pub use precision::Precision;

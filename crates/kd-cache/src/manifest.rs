@@ -8,19 +8,27 @@ use crate::error::{CacheError, Result};
 use crate::targets::TargetSpec;
 use kd_core::fs::{sha256_file, write_atomic};
 
-/// The newest schema this crate writes and reads: `kd-cache/1` plus the `attention_qk`
-/// target (`schemas/cache-v2.md`). Caches that do not hold it are written as
-/// [`SCHEMA_VERSION_1`], so readers that know only version 1 still read them.
+/// The schema of caches holding `attention_qk` (and no `attention_input`): `kd-cache/1` plus
+/// the `attention_qk` target (`schemas/cache-v2.md`). Caches that do not hold it are written
+/// as [`SCHEMA_VERSION_1`], so readers that know only version 1 still read them.
 pub const SCHEMA_VERSION: &str = "kd-cache/2";
+
+/// The newest schema this crate writes and reads: `kd-cache/2` plus the `attention_input`
+/// target and its `attention_weights` side file (`schemas/cache-v3.md`), only for caches that
+/// hold it.
+pub const SCHEMA_VERSION_3: &str = "kd-cache/3";
 
 /// The first schema (`schemas/cache-v1.md`), still read and written for caches without
 /// `attention_qk`.
 pub const SCHEMA_VERSION_1: &str = "kd-cache/1";
 
-/// The schema version a cache holding `targets` is written with: [`SCHEMA_VERSION`] when it
-/// holds `attention_qk`, else [`SCHEMA_VERSION_1`].
+/// The schema version a cache holding `targets` is written with: [`SCHEMA_VERSION_3`] when it
+/// holds `attention_input`, [`SCHEMA_VERSION`] when it holds `attention_qk`, else
+/// [`SCHEMA_VERSION_1`]: the lowest version that holds them.
 pub fn schema_version_for(targets: &TargetSpec) -> &'static str {
-    if targets.attention_qk.is_some() {
+    if targets.attention_input.is_some() {
+        SCHEMA_VERSION_3
+    } else if targets.attention_qk.is_some() {
         SCHEMA_VERSION
     } else {
         SCHEMA_VERSION_1
@@ -28,17 +36,23 @@ pub fn schema_version_for(targets: &TargetSpec) -> &'static str {
 }
 
 /// Checks that this crate reads `version` and that a cache of that version may hold
-/// `targets` (`attention_qk` needs `kd-cache/2`); the message says what is wrong.
+/// `targets` (`attention_qk` needs `kd-cache/2`, `attention_input` `kd-cache/3`); the message
+/// says what is wrong.
 pub fn check_schema(version: &str, targets: &TargetSpec) -> std::result::Result<(), String> {
-    if version != SCHEMA_VERSION && version != SCHEMA_VERSION_1 {
+    if ![SCHEMA_VERSION_1, SCHEMA_VERSION, SCHEMA_VERSION_3].contains(&version) {
         return Err(format!(
-            "schema {version} is not supported (this reader reads {SCHEMA_VERSION_1} and \
-             {SCHEMA_VERSION})"
+            "schema {version} is not supported (this reader reads {SCHEMA_VERSION_1}, \
+             {SCHEMA_VERSION} and {SCHEMA_VERSION_3})"
         ));
     }
     if version == SCHEMA_VERSION_1 && targets.attention_qk.is_some() {
         return Err(format!(
             "schema {version} cannot hold attention_qk targets (they need {SCHEMA_VERSION})"
+        ));
+    }
+    if version != SCHEMA_VERSION_3 && targets.attention_input.is_some() {
+        return Err(format!(
+            "schema {version} cannot hold attention_input targets (they need {SCHEMA_VERSION_3})"
         ));
     }
     Ok(())
@@ -148,6 +162,17 @@ impl FileRef {
     }
 }
 
+/// A side file of the cache referenced by name, checksum and size.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SideFile {
+    /// File name inside the cache folder.
+    pub file: String,
+    /// SHA-256 (hex) of its bytes.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
 /// One shard file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShardInfo {
@@ -202,6 +227,10 @@ pub struct Manifest {
     /// Producer-specific settings (packing, vocabulary size, ...).
     #[serde(default)]
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// The teacher's query/key weights of the `attention_input` layers
+    /// (`attention_weights.safetensors`, `kd-cache/3`); absent from older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_weights: Option<SideFile>,
 }
 
 impl Manifest {
@@ -225,6 +254,7 @@ impl Manifest {
             token_counts: None,
             part: None,
             extra: BTreeMap::new(),
+            attention_weights: None,
         }
     }
 
@@ -242,9 +272,16 @@ impl Manifest {
             message: format!("line {}: {e}", e.line()),
         })?;
         m.validate().map_err(|e| CacheError::Manifest {
-            path,
+            path: path.clone(),
             message: e.to_string(),
         })?;
+        if m.targets.attention_input.is_some() && m.attention_weights.is_none() {
+            return Err(CacheError::Manifest {
+                path,
+                message: "targets hold attention_input but no attention_weights file is named"
+                    .into(),
+            });
+        }
         Ok(m)
     }
 
@@ -270,11 +307,23 @@ impl Manifest {
                  {SCHEMA_VERSION})"
             )));
         }
+        if self.targets.attention_input.is_some() && self.schema_version != SCHEMA_VERSION_3 {
+            return Err(CacheError::Invalid(format!(
+                "schema {} cannot hold attention_input targets (they need {SCHEMA_VERSION_3})",
+                self.schema_version
+            )));
+        }
+        if self.attention_weights.is_some() && self.targets.attention_input.is_none() {
+            return Err(CacheError::Invalid(
+                "an attention_weights file is named but targets hold no attention_input".into(),
+            ));
+        }
         let names = self
             .shards
             .iter()
             .map(|s| s.file.as_str())
-            .chain(self.token_counts.iter().map(|t| t.file.as_str()));
+            .chain(self.token_counts.iter().map(|t| t.file.as_str()))
+            .chain(self.attention_weights.iter().map(|t| t.file.as_str()));
         for name in names {
             if !is_plain_name(name) {
                 return Err(CacheError::Invalid(format!(
@@ -380,7 +429,7 @@ mod tests {
         let e = v1.validate().unwrap_err().to_string();
         assert!(e.contains("kd-cache/1 cannot hold attention_qk"), "{e}");
         assert!(check_schema(SCHEMA_VERSION_1, &m.targets).is_err());
-        assert!(check_schema("kd-cache/3", &TargetSpec::default())
+        assert!(check_schema("kd-cache/4", &TargetSpec::default())
             .unwrap_err()
             .contains("not supported"));
     }

@@ -198,6 +198,13 @@ fn check_files(parts: &[(PathBuf, Manifest)], mode: MergeMode) -> Result<()> {
     if let Some(tc) = &parts[0].1.token_counts {
         files.push((parts[0].0.join(&tc.file), None, &tc.sha256));
     }
+    // The weights file of every part (their manifests name the same SHA-256): each must be
+    // present with its size before anything moves.
+    for (dir, m) in parts {
+        if let Some(w) = &m.attention_weights {
+            files.push((dir.join(&w.file), Some(w.bytes), &w.sha256));
+        }
+    }
     for (path, bytes, sha) in files {
         let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
@@ -322,6 +329,27 @@ fn place_all(
             Some(&tc.sha256),
         )?;
     }
+    if let Some(w) = &merged.attention_weights {
+        if merged.shards.iter().any(|s| s.file == w.file)
+            || w.file == MANIFEST_FILE
+            || merged
+                .token_counts
+                .as_ref()
+                .is_some_and(|t| t.file == w.file)
+        {
+            return Err(bad(format!(
+                "the attention weights file `{}` would overwrite a file of the merged cache",
+                w.file
+            )));
+        }
+        // Copied (checked against its SHA-256 as it is made), never moved.
+        placed.place(
+            &parts[0].0.join(&w.file),
+            &out.join(&w.file),
+            MergeMode::Copy,
+            Some(&w.sha256),
+        )?;
+    }
     merged.save(out)
 }
 
@@ -372,6 +400,9 @@ pub fn merge(inputs: &[PathBuf], out: &Path, mode: MergeMode) -> Result<Manifest
             let _ = std::fs::remove_file(Manifest::path(dir));
             if let Some(tc) = &m.token_counts {
                 let _ = std::fs::remove_file(dir.join(&tc.file));
+            }
+            if let Some(w) = &m.attention_weights {
+                let _ = std::fs::remove_file(dir.join(&w.file));
             }
             let _ = std::fs::remove_dir(dir);
         }

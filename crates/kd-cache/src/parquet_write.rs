@@ -50,6 +50,11 @@ pub fn attention_qk_column(layer: u32) -> String {
     format!("attention_qk_l{layer}")
 }
 
+/// Column of the attention input (hidden state `layer - 1`) of encoder layer `layer`.
+pub fn attention_input_column(layer: u32) -> String {
+    format!("attention_input_l{layer}")
+}
+
 fn list_of(t: DataType) -> DataType {
     DataType::List(Arc::new(Field::new_list_field(t, true)))
 }
@@ -105,6 +110,13 @@ pub fn arrow_schema(spec: &TargetSpec) -> SchemaRef {
             false,
         ));
     }
+    let stored_inputs = spec
+        .attention_input
+        .as_ref()
+        .map(|a| crate::targets::LayerSpec {
+            layers: crate::attention_input::stored_layers(spec),
+            precision: a.precision,
+        });
     for (layers, name, shape) in [
         (&spec.hidden, hidden_column as fn(u32) -> String, "[n, H]"),
         (&spec.attention, attention_column, "[heads, n, n]"),
@@ -113,6 +125,7 @@ pub fn arrow_schema(spec: &TargetSpec) -> SchemaRef {
             attention_qk_column,
             "[n, 2, heads, head_dim]",
         ),
+        (&stored_inputs, attention_input_column, "[n, H]"),
     ] {
         if let Some(l) = layers {
             for &layer in &l.layers {
@@ -227,10 +240,18 @@ pub fn build_batch(
         cols.push(Arc::new(b.finish()));
     }
     type Layers = fn(&Record) -> &Vec<crate::record::LayerValues>;
-    let kinds: [(&Option<crate::targets::LayerSpec>, Layers); 3] = [
+    let stored_inputs = spec
+        .attention_input
+        .as_ref()
+        .map(|a| crate::targets::LayerSpec {
+            layers: crate::attention_input::stored_layers(spec),
+            precision: a.precision,
+        });
+    let kinds: [(&Option<crate::targets::LayerSpec>, Layers); 4] = [
         (&spec.hidden, |r| &r.hidden),
         (&spec.attention, |r| &r.attention),
         (&spec.attention_qk, |r| &r.attention_qk),
+        (&stored_inputs, |r| &r.attention_input),
     ];
     for (spec_layers, of) in kinds {
         let Some(l) = spec_layers else { continue };

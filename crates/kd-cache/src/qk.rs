@@ -100,7 +100,7 @@ pub fn encode(
 
 /// Dot product with eight independent accumulators (vectorises; the order differs from a
 /// sequential sum by float rounding only).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());

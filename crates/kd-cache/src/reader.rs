@@ -2,6 +2,9 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::attention_input::AttentionWeights;
 
 use crate::error::{CacheError, Result};
 use crate::manifest::{check_schema, Backend, Manifest};
@@ -131,6 +134,8 @@ pub struct CacheReader {
     shards: Vec<Shard>,
     /// First global record index of each shard, plus the total at the end.
     starts: Vec<usize>,
+    /// The query/key weights of the `attention_input` layers, given to every record.
+    attention_weights: Option<Arc<AttentionWeights>>,
 }
 
 impl CacheReader {
@@ -148,7 +153,7 @@ impl CacheReader {
                 message,
             }
         })?;
-        if manifest.targets.attention_qk.is_some() {
+        if manifest.targets.attention_qk.is_some() || manifest.targets.attention_input.is_some() {
             manifest
                 .attention_shape()
                 .map_err(|message| CacheError::Manifest {
@@ -156,6 +161,7 @@ impl CacheReader {
                     message,
                 })?;
         }
+        let attention_weights = crate::attention_input::load(dir, &manifest)?.map(Arc::new);
         let mut shards = Vec::with_capacity(manifest.shards.len());
         let mut starts = vec![0usize];
         for info in &manifest.shards {
@@ -205,7 +211,20 @@ impl CacheReader {
             manifest,
             shards,
             starts,
+            attention_weights,
         })
+    }
+
+    /// The teacher's query/key weights of the `attention_input` layers (checked against the
+    /// manifest when opening), which every record read through this reader carries.
+    pub fn attention_weights(&self) -> Option<&Arc<AttentionWeights>> {
+        self.attention_weights.as_ref()
+    }
+
+    fn attach(&self, r: Result<Record>) -> Result<Record> {
+        let mut r = r?;
+        r.attention_weights = self.attention_weights.clone();
+        Ok(r)
     }
 
     /// The cache folder.
@@ -269,7 +288,7 @@ impl CacheReader {
                 self.len()
             ))
         })?;
-        self.shards[s].get(j, &self.manifest.targets)
+        self.attach(self.shards[s].get(j, &self.manifest.targets))
     }
 
     /// Streams every record in order.
@@ -307,7 +326,7 @@ impl Iterator for CacheIter<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(r) = self.current.as_mut().and_then(|c| c.next()) {
-                return Some(r);
+                return Some(self.reader.attach(r));
             }
             let s = self.order.next()?;
             match self.reader.shards.get(s) {

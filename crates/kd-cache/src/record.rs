@@ -1,6 +1,9 @@
 //! One cached record: what the teacher saw and produced for one
 //! (epoch, sequence), and its check against a [`TargetSpec`].
 
+use std::sync::Arc;
+
+use crate::attention_input::AttentionWeights;
 use crate::error::{CacheError, Result};
 use crate::precision::Precision;
 use crate::quant::Quantized;
@@ -86,6 +89,13 @@ pub struct Record {
     /// Query and key projections, one per `attention_qk` layer of the spec, in its order
     /// (layout in [`crate::qk`]).
     pub attention_qk: Vec<LayerValues>,
+    /// Input hidden states (hidden `l - 1`) of the `attention_input` layers whose input the
+    /// records store ([`crate::attention_input::stored_layers`]), keyed by the encoder layer
+    /// `l`, in its order (layout in [`crate::attention_input`]).
+    pub attention_input: Vec<LayerValues>,
+    /// The cache's query/key weights of its `attention_input` layers, shared by all its
+    /// records (set by readers and by an online teacher; not part of the stored record).
+    pub attention_weights: Option<Arc<AttentionWeights>>,
 }
 
 fn bad<T>(msg: String) -> Result<T> {
@@ -136,9 +146,23 @@ impl Record {
             .map(|l| &l.values)
     }
 
+    /// The input hidden state of encoder layer `layer` (hidden `layer - 1`) for the
+    /// `attention_input` target: its own tensor, else the hidden target's layer `layer - 1`
+    /// (reused, see [`crate::attention_input`]); `None` when the record has no query/key
+    /// weights for `layer`.
+    pub fn attention_input_layer(&self, layer: u32) -> Option<&Quantized> {
+        self.attention_weights.as_ref()?.layer(layer)?;
+        self.attention_input
+            .iter()
+            .find(|l| l.layer == layer)
+            .map(|l| &l.values)
+            .or_else(|| self.hidden_layer(layer.checked_sub(1)?))
+    }
+
     /// The pre-softmax scores `[heads, n, n]` of encoder layer `layer` over the real block:
     /// the stored map, else recomputed from the stored query/key projections (for a teacher
-    /// of width `hidden` with `heads` heads, the manifest's); `None` when neither is stored.
+    /// of width `hidden` with `heads` heads, the manifest's), else from the stored input and
+    /// the cache's query/key weights; `None` when none is stored.
     pub fn attention_scores(
         &self,
         layer: u32,
@@ -157,7 +181,22 @@ impl Record {
                         self.seq_id
                     ))
                 }),
-            None => Ok(None),
+            None => match self.attention_input_layer(layer) {
+                Some(x) => {
+                    let w = self.attention_weights.as_deref().ok_or_else(|| {
+                        CacheError::Invalid("attention input without weights".into())
+                    })?;
+                    crate::attention_input::scores(x, self.len(), layer, w, heads)
+                        .map(Some)
+                        .map_err(|e| {
+                            CacheError::Invalid(format!(
+                                "record {}: attention_input layer {layer}: {e}",
+                                self.seq_id
+                            ))
+                        })
+                }
+                None => Ok(None),
+            },
         }
     }
 
@@ -187,6 +226,19 @@ impl Record {
                 if l.values.precision() != s.precision {
                     // One row per token, except int8 (which keeps the rows it is given).
                     let cols = match crate::qk::width(&l.values, n) {
+                        Ok(w) if s.precision != Precision::Int8 => w,
+                        _ => l.values.cols(),
+                    };
+                    l.values = Quantized::encode(&l.values.decode(), cols, s.precision)?;
+                }
+            }
+        }
+        if let Some(s) = &spec.attention_input {
+            let n = self.input_ids.len();
+            for l in self.attention_input.iter_mut() {
+                if l.values.precision() != s.precision {
+                    // One row per token, except int8 (which keeps the rows it is given).
+                    let cols = match crate::attention_input::width(&l.values, n) {
                         Ok(w) if s.precision != Precision::Int8 => w,
                         _ => l.values.cols(),
                     };
@@ -247,6 +299,23 @@ impl Record {
             spec.attention_qk.as_ref(),
             |q| {
                 crate::qk::width(q, n)
+                    .map(|_| ())
+                    .map_err(CacheError::Invalid)
+            },
+        )?;
+        let stored = spec
+            .attention_input
+            .as_ref()
+            .map(|a| crate::targets::LayerSpec {
+                layers: crate::attention_input::stored_layers(spec),
+                precision: a.precision,
+            });
+        validate_layers(
+            "attention_input",
+            &self.attention_input,
+            stored.as_ref(),
+            |q| {
+                crate::attention_input::width(q, n)
                     .map(|_| ())
                     .map_err(CacheError::Invalid)
             },

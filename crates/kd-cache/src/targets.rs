@@ -11,6 +11,8 @@
 //! hidden:last / hidden:all  the last layer / layers 0..=N
 //! attention:3,6             pre-softmax attention scores of encoder layers 3 and 6
 //! attention-qk:3,6@int8     their query and key projections (scores recomputed by readers)
+//! attention-input:3,6@int8  their input hidden states 2 and 5 (readers project them by the
+//!                           teacher's query/key weights, stored once per cache)
 //! logits                    classifier logits
 //! ```
 //!
@@ -19,7 +21,7 @@
 //! attention layers are encoder layers 1..=N. `last` is N, given by the caller.
 //! A precision (`@f32`, `@f16`, `@bf16`, `@int8`) may follow any argument of
 //! a target. Defaults: `mlm-topk` k = 32, t = 1, f16; `mlm-sampled` k = 12,
-//! t = 1; `hidden`, `attention` and `attention-qk` f16.
+//! t = 1; `hidden`, `attention`, `attention-qk` and `attention-input` f16.
 
 use std::fmt;
 
@@ -27,12 +29,13 @@ use crate::error::{CacheError, Result};
 use crate::precision::Precision;
 
 /// The target names of the string syntax.
-pub const TARGET_NAMES: [&str; 6] = [
+pub const TARGET_NAMES: [&str; 7] = [
     "mlm-topk",
     "mlm-sampled",
     "hidden",
     "attention",
     "attention-qk",
+    "attention-input",
     "logits",
 ];
 
@@ -110,6 +113,11 @@ pub struct TargetSpec {
     /// pre-softmax scores (schema `kd-cache/2`; absent from every `kd-cache/1` manifest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_qk: Option<LayerSpec>,
+    /// Encoder layers whose attention is stored as their input hidden state (hidden `l - 1`)
+    /// plus the teacher's query/key weights once per cache (schema `kd-cache/3`; see
+    /// [`crate::attention_input`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_input: Option<LayerSpec>,
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T> {
@@ -366,6 +374,12 @@ impl TargetSpec {
                         precision: item.precision.unwrap_or(Precision::F16),
                     })
                 }
+                "attention-input" => {
+                    spec.attention_input = Some(LayerSpec {
+                        layers: parse_layers(item, 1, num_layers)?,
+                        precision: item.precision.unwrap_or(Precision::F16),
+                    })
+                }
                 _ => {
                     if !item.args.is_empty() || item.precision.is_some() {
                         return err("logits takes no arguments (stored as f32)");
@@ -387,6 +401,7 @@ impl TargetSpec {
             && self.hidden.is_none()
             && self.attention.is_none()
             && self.attention_qk.is_none()
+            && self.attention_input.is_none()
             && !self.logits
     }
 
@@ -414,6 +429,7 @@ impl TargetSpec {
             ("hidden", &self.hidden),
             ("attention", &self.attention),
             ("attention_qk", &self.attention_qk),
+            ("attention_input", &self.attention_input),
         ] {
             if let Some(l) = l {
                 if l.layers.is_empty() || l.layers.windows(2).any(|w| w[0] >= w[1]) {
@@ -463,6 +479,13 @@ impl fmt::Display for TargetSpec {
         }
         if let Some(a) = &self.attention_qk {
             parts.push(format!("attention-qk:{}@{}", join(&a.layers), a.precision));
+        }
+        if let Some(a) = &self.attention_input {
+            parts.push(format!(
+                "attention-input:{}@{}",
+                join(&a.layers),
+                a.precision
+            ));
         }
         if self.logits {
             parts.push("logits".into());
@@ -522,7 +545,7 @@ mod tests {
     #[test]
     fn display_parses_back() {
         let text = "mlm-topk:k=16,t=1,2.5@f16,mlm-sampled:k=12,t=2,hidden:0,3@int8,\
-                    attention:1,3@bf16,attention-qk:2,3@int8,logits";
+                    attention:1,3@bf16,attention-qk:2,3@int8,attention-input:1,3@int8,logits";
         let s = TargetSpec::parse(text, 3).unwrap();
         assert_eq!(TargetSpec::parse(&s.to_string(), 3).unwrap(), s);
         s.validate().unwrap();
@@ -547,6 +570,7 @@ mod tests {
             ("attention:0", "out of range 1..=12"),
             ("attention-qk:0", "out of range 1..=12"),
             ("attention-qk", "needs layers"),
+            ("attention-input:0", "out of range 1..=12"),
             ("hidden", "needs layers"),
             ("hidden:x7", "bad layer `x7`"),
             ("mlm-topk:k=0", "positive integer"),
@@ -567,7 +591,9 @@ mod tests {
         }
         let e = TargetSpec::parse("bogus", 12).unwrap_err().to_string();
         assert!(
-            e.contains("mlm-topk, mlm-sampled, hidden, attention, attention-qk, logits"),
+            e.contains(
+                "mlm-topk, mlm-sampled, hidden, attention, attention-qk, attention-input, logits"
+            ),
             "{e}"
         );
     }

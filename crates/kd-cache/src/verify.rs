@@ -34,19 +34,27 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Whether a token-count file was listed and its checksum matched.
     pub token_counts_checked: bool,
+    /// Whether an attention-weights file was listed and its size, checksum and tensors
+    /// matched.
+    pub attention_weights_checked: bool,
 }
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "ok: {} shards, {} records, {} tokens, {} bytes{}",
+            "ok: {} shards, {} records, {} tokens, {} bytes{}{}",
             self.shards.len(),
             self.rows,
             self.tokens,
             self.bytes,
             if self.token_counts_checked {
                 ", token counts checked"
+            } else {
+                ""
+            },
+            if self.attention_weights_checked {
+                ", attention weights checked"
             } else {
                 ""
             }
@@ -79,6 +87,13 @@ fn decode_all(path: &Path, manifest: &Manifest) -> Result<(u64, u64)> {
         ),
         None => None,
     };
+    // Attention inputs must have the teacher's width (hidden_size per token).
+    let input_width = match &manifest.targets.attention_input {
+        Some(_) => qk_width
+            .map(|w| w / 2)
+            .or(manifest.attention_shape().ok().map(|s| s.0)),
+        None => None,
+    };
     let (mut rows, mut tokens) = (0u64, 0u64);
     for r in shard.iter(&manifest.targets) {
         let r = r?;
@@ -92,6 +107,22 @@ fn decode_all(path: &Path, manifest: &Manifest) -> Result<(u64, u64)> {
                         format!(
                             "attention_qk layer {} holds {w} values per token, expected \
                              2 x hidden_size = {want}",
+                            l.layer
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(want) = input_width {
+            for l in &r.attention_input {
+                let w = crate::attention_input::width(&l.values, r.len()).unwrap_or(0);
+                if !r.is_empty() && w != want {
+                    return Err(CacheError::corrupt(
+                        path,
+                        format!("record {rows}"),
+                        format!(
+                            "attention_input layer {} holds {w} values per token, expected \
+                             hidden_size = {want}",
                             l.layer
                         ),
                     ));
@@ -187,12 +218,14 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         }
         token_counts_checked = true;
     }
+    let attention_weights_checked = crate::attention_input::load(dir, &manifest)?.is_some();
     let mut report = VerifyReport {
         shards: Vec::new(),
         rows: 0,
         tokens: 0,
         bytes: 0,
         token_counts_checked,
+        attention_weights_checked,
     };
     for info in &manifest.shards {
         let s = check_shard(dir, &manifest, info)?;

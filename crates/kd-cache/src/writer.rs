@@ -207,9 +207,50 @@ impl CacheWriter {
         Ok(())
     }
 
+    /// Writes the teacher's query/key weights of the `attention_input` layers
+    /// (`attention_weights.safetensors`, atomically) and names them in the manifest; a cache
+    /// with that target needs them before [`finish`](Self::finish). The layers and widths must
+    /// be those of the targets and the teacher config.
+    pub fn set_attention_weights(
+        &mut self,
+        weights: &crate::attention_input::AttentionWeights,
+    ) -> Result<()> {
+        let Some(a) = &self.manifest.targets.attention_input else {
+            return Err(CacheError::Invalid(
+                "attention weights given for a cache without attention_input targets".into(),
+            ));
+        };
+        if weights.layers() != a.layers {
+            return Err(CacheError::Invalid(format!(
+                "attention weights of layers {:?}, the cache's attention_input layers are {:?}",
+                weights.layers(),
+                a.layers
+            )));
+        }
+        if let Ok((hidden, _)) = self.manifest.attention_shape() {
+            if weights.hidden() != hidden {
+                return Err(CacheError::Invalid(format!(
+                    "attention weights of width {}, the teacher's hidden_size is {hidden}",
+                    weights.hidden()
+                )));
+            }
+        }
+        self.manifest.attention_weights = Some(crate::attention_input::write(&self.dir, weights)?);
+        Ok(())
+    }
+
     /// Completes the last shard and writes `manifest.json`; returns the manifest.
     pub fn finish(mut self) -> Result<Manifest> {
         self.close_shard()?;
+        if self.manifest.targets.attention_input.is_some()
+            && self.manifest.attention_weights.is_none()
+        {
+            return Err(CacheError::Invalid(
+                "a cache with attention_input targets needs its attention weights \
+                 (CacheWriter::set_attention_weights) before the manifest"
+                    .into(),
+            ));
+        }
         self.manifest.save(&self.dir)?;
         Ok(self.manifest)
     }

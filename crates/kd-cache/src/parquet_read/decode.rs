@@ -4,7 +4,9 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float32Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow::record_batch::RecordBatch;
 
-use crate::parquet_write::{attention_column, attention_qk_column, hidden_column};
+use crate::parquet_write::{
+    attention_column, attention_input_column, attention_qk_column, hidden_column,
+};
 use crate::precision::Precision;
 use crate::quant::Quantized;
 use crate::record::{Label, LayerValues, Record, Sampled, TopK};
@@ -154,6 +156,21 @@ pub(super) fn decode_row(b: &RecordBatch, i: usize, spec: &TargetSpec) -> Res<Re
         for &layer in &a.layers {
             let values = tensor(b, &attention_qk_column(layer), i, a.precision, &rows)?;
             r.attention_qk.push(LayerValues { layer, values });
+        }
+    }
+    if let Some(a) = &spec.attention_input {
+        // One row per token, or one per int8 scale.
+        let rows = |elems: usize, scales: usize| {
+            let rows = if a.precision == Precision::Int8 {
+                scales
+            } else {
+                n
+            };
+            elems.checked_div(rows).unwrap_or(0)
+        };
+        for layer in crate::attention_input::stored_layers(spec) {
+            let values = tensor(b, &attention_input_column(layer), i, a.precision, &rows)?;
+            r.attention_input.push(LayerValues { layer, values });
         }
     }
     if spec.logits {
