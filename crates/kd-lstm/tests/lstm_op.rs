@@ -185,6 +185,41 @@ fn the_composed_recurrence_matches_torch_in_f32_and_f64() {
 }
 
 #[test]
+fn an_f64_lstm_takes_the_composed_path_and_matches_torch() {
+    let f = fixture();
+    let (lstm, _) = lstm_from(&f);
+    let to64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+    let dir = |d: &kd_lstm::lstm::Direction| kd_lstm::lstm::Direction {
+        weight_ih: to64(&d.weight_ih),
+        weight_hh: to64(&d.weight_hh),
+        bias_ih: to64(&d.bias_ih),
+        bias_hh: to64(&d.bias_hh),
+    };
+    let wide = BiLstm {
+        forward: dir(&lstm.forward),
+        reverse: dir(&lstm.reverse),
+        ..lstm
+    };
+    let x = Var::from_tensor(&to64(&f["x"])).unwrap();
+    let out = wide.forward(x.as_tensor(), &lengths(&f)).unwrap();
+    assert_eq!(out.dtype(), DType::F64);
+    assert_close(
+        "f64 output",
+        &out.to_dtype(DType::F32).unwrap(),
+        &f["out"],
+        1e-5,
+    );
+    let grads = (&out * to64(&f["probe"]))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let dx = grads.get(&x).unwrap().to_dtype(DType::F32).unwrap();
+    assert_close("f64 grad x", &dx, &f["grad.x"], 1e-5);
+}
+
+#[test]
 fn inference_without_gradients_gives_the_same_output() {
     let f = fixture();
     let (lstm, _) = lstm_from(&f);
