@@ -319,13 +319,21 @@ pub fn scores(
 /// Writes `weights` as `dir/attention_weights.safetensors` (atomically) and describes it for
 /// the manifest.
 pub fn write(dir: &Path, weights: &AttentionWeights) -> Result<crate::manifest::SideFile> {
+    let (side, bytes) = side_file(weights)?;
+    kd_core::fs::write_atomic(&dir.join(&side.file), &bytes)?;
+    Ok(side)
+}
+
+/// The manifest's description of the weights file of `weights`, with its bytes (written by
+/// [`write`]; the bytes are a pure function of the weights).
+pub fn side_file(weights: &AttentionWeights) -> Result<(crate::manifest::SideFile, Vec<u8>)> {
     let bytes = weights.to_bytes()?;
-    kd_core::fs::write_atomic(&dir.join(ATTENTION_WEIGHTS_FILE), &bytes)?;
-    Ok(crate::manifest::SideFile {
+    let side = crate::manifest::SideFile {
         file: ATTENTION_WEIGHTS_FILE.to_string(),
         sha256: kd_core::fs::sha256_hex(&bytes),
         bytes: bytes.len() as u64,
-    })
+    };
+    Ok((side, bytes))
 }
 
 /// Reads and checks the weights file a manifest names (its size and SHA-256, then its

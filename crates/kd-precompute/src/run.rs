@@ -124,6 +124,11 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         .map_err(|e| Error::Config(e.to_string()))?;
     let opened = open_inputs(cfg, &checked.spec, device)?;
     let mut manifest = describe_cache(cfg, &checked, &opened)?;
+    // The query/key weights of attention-input layers, stored once beside the shards.
+    let weights = kd_teacher::targets::attention_weights(&opened.teacher, &checked.spec)?;
+    if let Some(w) = &weights {
+        manifest.attention_weights = Some(kd_cache::attention_input::side_file(w)?.0);
+    }
     let fingerprint = sha256_hex(manifest.to_json()?.as_bytes());
     if let Some(existing) = finished_cache(cfg, &fingerprint)? {
         return Ok(report(&cfg.out, &existing, 0, 0, started));
@@ -131,6 +136,9 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
     let progress = resume_progress(cfg, fingerprint)?;
     if let Some((_, r, json)) = &opened.counts {
         kd_core::fs::write_atomic(&cfg.out.join(&r.file), json.as_bytes())?;
+    }
+    if let Some(w) = &weights {
+        kd_cache::attention_input::write(&cfg.out, w)?;
     }
     let plan = plan_run(cfg, checked.part, &opened.sequences, &progress);
     // Throughput is measured from here: teacher + extraction + writing, not the set-up

@@ -56,6 +56,9 @@ pub struct ResolvedLoss {
     /// The teacher's sizes (the width and heads that turn cached query/key projections back
     /// into attention scores).
     pub teacher: ModelShapes,
+    /// The cache's query/key weights of its `attention_input` layers on the device, as
+    /// `(layer, W_q^T, b_q, W_k^T, b_k)`: loaded from the first batch's records, once per run.
+    pub input_weights: std::sync::OnceLock<Vec<(u32, [Tensor; 4])>>,
 }
 
 /// The cache's top-k layout, for soft targets.
@@ -177,6 +180,7 @@ pub fn resolve(
             pairs,
             projections,
             teacher,
+            input_weights: std::sync::OnceLock::new(),
         });
     }
     Ok(out)
@@ -457,14 +461,23 @@ fn real_rows(inp: &TermInputs) -> Result<Tensor> {
 }
 
 /// The teacher's attention scores of `layer`, `[B, heads, L, L]`: each record's real block
-/// where it was stored (as a map, or recomputed from its query/key projections for a teacher
-/// of width `hidden`), `-10000` (the additive padding mask) everywhere else.
-fn teacher_scores(inp: &TermInputs, layer: usize, heads: usize, hidden: usize) -> Result<Tensor> {
+/// where it was stored (as a map, or recomputed from its query/key projections or its input
+/// hidden state for a teacher of width `hidden`), `-10000` (the additive padding mask)
+/// everywhere else.
+fn teacher_scores(
+    loss: &ResolvedLoss,
+    inp: &TermInputs,
+    layer: usize,
+    heads: usize,
+) -> Result<Tensor> {
+    let hidden = loss.teacher.hidden;
     let first = inp.records.first();
-    if first.is_some_and(|r| {
-        r.attention_layer(layer as u32).is_none() && r.attention_qk_layer(layer as u32).is_some()
-    }) {
+    let no_map = first.is_some_and(|r| r.attention_layer(layer as u32).is_none());
+    if no_map && first.is_some_and(|r| r.attention_qk_layer(layer as u32).is_some()) {
         return teacher_scores_from_qk(inp, layer, heads, hidden);
+    }
+    if no_map && first.is_some_and(|r| r.attention_input_layer(layer as u32).is_some()) {
+        return crate::loss_terms_input::teacher_scores_from_input(loss, inp, layer, heads);
     }
     let (b, l) = (inp.batch.batch_size, inp.batch.seq_len);
     let mut t = vec![-10000f32; b * heads * l * l];
@@ -539,6 +552,13 @@ fn teacher_scores_from_qk(
         }
     }
     let qk = Tensor::from_vec(qk, (b, l, 2, heads, d), inp.device)?;
+    scores_of_qk(&qk, real, inp.device)
+}
+
+/// `(q_h / sqrt(d)) k_h^T` of a padded batch's query/key projections `qk` `[B, L, 2, heads,
+/// d]`, `-10000` wherever `real` (`[B, L, L]`, row-major) is 0.
+pub(crate) fn scores_of_qk(qk: &Tensor, real: Vec<u8>, device: &Device) -> Result<Tensor> {
+    let (b, l, _, heads, d) = qk.dims5()?;
     let scale = 1.0 / (d as f64).sqrt();
     let q = (qk
         .narrow(2, 0, 1)?
@@ -552,8 +572,8 @@ fn teacher_scores_from_qk(
         .permute((0, 2, 3, 1))?
         .contiguous()?;
     let scores = q.matmul(&k_t)?;
-    let real = Tensor::from_vec(real, (b, 1, l, l), inp.device)?.broadcast_as((b, heads, l, l))?;
-    let pad = Tensor::full(-10000f32, (b, heads, l, l), inp.device)?;
+    let real = Tensor::from_vec(real, (b, 1, l, l), device)?.broadcast_as((b, heads, l, l))?;
+    let pad = Tensor::full(-10000f32, (b, heads, l, l), device)?;
     Ok(real.where_cond(&scores, &pad)?)
 }
 
@@ -576,7 +596,7 @@ fn attention_terms(loss: &ResolvedLoss, out: &StudentOutputs, inp: &TermInputs) 
             .ok_or_else(|| Error::Config(format!("the student returned no attention layer {s}")))?;
         let heads = student.dim(1)?;
         let student = student.broadcast_add(&query_pad.to_dtype(student.dtype())?)?;
-        let teacher = teacher_scores(inp, t, heads, loss.teacher.hidden)?;
+        let teacher = teacher_scores(loss, inp, t, heads)?;
         let teacher = teacher.to_dtype(student.dtype())?;
         // attention_mse averages over the padded [B, heads, L, L]; padded entries are 0 on
         // both sides, so rescaling to the real entries' count gives their mean.

@@ -1,6 +1,7 @@
 //! From one teacher forward pass over a padded batch to one cache record per sequence: MLM
 //! distributions at the masked positions, hidden states, attention scores and attention
-//! query/key projections of the chosen layers over real tokens only, classifier logits.
+//! query/key projections or input hidden states of the chosen layers over real tokens only,
+//! classifier logits; and the teacher's query/key weights the input form needs.
 
 use crate::Result;
 use candle_core::{DType, IndexOp, Tensor};
@@ -58,6 +59,8 @@ pub fn extract_batch(
     let out = teacher.encode(&input, &attention_layers, &mut ForwardCtx::eval())?;
     let (b, l) = (batch.batch_size, batch.seq_len);
     let qk = query_keys(teacher, &out, spec)?;
+    let weights = attention_weights(teacher, spec)?.map(std::sync::Arc::new);
+    let inputs = kd_cache::attention_input::stored_layers(spec);
     let lengths: Vec<usize> = (0..b)
         .map(|r| {
             batch.attention_mask[r * l..(r + 1) * l]
@@ -203,6 +206,32 @@ pub fn extract_batch(
                 });
             }
         }
+        if let Some(a) = &spec.attention_input {
+            for &layer in &inputs {
+                let hs = out
+                    .hidden_states
+                    .get((layer as usize).saturating_sub(1))
+                    .ok_or_else(|| {
+                        crate::Error::Config(format!("the teacher has no attention layer {layer}"))
+                    })?;
+                let values: Vec<f32> = hs
+                    .i((r, 0..n))?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                rec.attention_input.push(LayerValues {
+                    layer,
+                    values: kd_cache::attention_input::encode(
+                        &values,
+                        n,
+                        teacher.config.hidden_size,
+                        teacher.config.num_attention_heads,
+                        a.precision,
+                    )?,
+                });
+            }
+            rec.attention_weights = weights.clone();
+        }
         if let Some(c) = &class_logits {
             rec.logits = Some(c[r].clone());
         }
@@ -242,6 +271,45 @@ fn query_keys(
         ));
     }
     Ok(qk)
+}
+
+/// The teacher's query/key weights and biases (f32) of the `attention_input` layers of
+/// `spec`, as a cache stores them once; `None` when `spec` has no such target.
+pub fn attention_weights(
+    teacher: &Bert,
+    spec: &TargetSpec,
+) -> Result<Option<kd_cache::AttentionWeights>> {
+    let Some(a) = &spec.attention_input else {
+        return Ok(None);
+    };
+    let flat =
+        |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?) };
+    let mut layers = Vec::with_capacity(a.layers.len());
+    for &layer in &a.layers {
+        let missing =
+            || crate::Error::Config(format!("the teacher has no attention layer {layer}"));
+        let l = (layer as usize).checked_sub(1).ok_or_else(missing)?;
+        let attention = teacher
+            .encoder
+            .layers
+            .get(l)
+            .ok_or_else(missing)?
+            .attention();
+        let (wq, bq, wk, bk) = attention.query_key_weights();
+        layers.push((
+            layer,
+            kd_cache::LayerWeights {
+                query_weight: flat(wq)?,
+                query_bias: flat(bq)?,
+                key_weight: flat(wk)?,
+                key_bias: flat(bk)?,
+            },
+        ));
+    }
+    Ok(Some(kd_cache::AttentionWeights::new(
+        teacher.config.hidden_size,
+        layers,
+    )?))
 }
 
 /// Shape-check helper used by tests: the scores tensor of a record's attention layer as

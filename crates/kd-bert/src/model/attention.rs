@@ -153,4 +153,15 @@ impl BertAttention {
         };
         Ok((context, maps))
     }
+
+    /// The query and key layers' weights (`[H, H]` as `[out, in]`) and biases (`[H]`):
+    /// `(W_q, b_q, W_k, b_k)`, the parameters of [`query_key`](Self::query_key).
+    pub fn query_key_weights(&self) -> (&Tensor, &Tensor, &Tensor, &Tensor) {
+        (
+            &self.query.weight,
+            &self.query.bias,
+            &self.key.weight,
+            &self.key.bias,
+        )
+    }
 }

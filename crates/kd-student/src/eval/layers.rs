@@ -150,7 +150,11 @@ pub fn evaluate_layers(
         if has(&targets.hidden, t) {
             wants.hidden.insert(s);
         }
-        if s > 0 && (has(&targets.attention, t) || has(&targets.attention_qk, t)) {
+        if s > 0
+            && (has(&targets.attention, t)
+                || has(&targets.attention_qk, t)
+                || has(&targets.attention_input, t))
+        {
             wants.attention.insert(s);
         }
     }
