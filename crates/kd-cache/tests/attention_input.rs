@@ -31,9 +31,8 @@ fn spec(p: Precision) -> TargetSpec {
 /// Random query/key weights of `layers` at width `hidden`.
 fn weights(seed: u64, layers: &[u32], hidden: usize) -> AttentionWeights {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut draw = |len: usize, s: f32| -> Vec<f32> {
-        (0..len).map(|_| rng.random_range(-s..s)).collect()
-    };
+    let mut draw =
+        |len: usize, s: f32| -> Vec<f32> { (0..len).map(|_| rng.random_range(-s..s)).collect() };
     let layers = layers
         .iter()
         .map(|&l| {
@@ -209,7 +208,12 @@ fn int8_inputs_have_a_scale_per_head_block() {
             .map(|(_, (a, b))| (a - b).abs())
             .fold(0.0, f32::max)
     };
-    assert!(err(&q) * 5.0 < err(&per_token), "{} {}", err(&q), err(&per_token));
+    assert!(
+        err(&q) * 5.0 < err(&per_token),
+        "{} {}",
+        err(&q),
+        err(&per_token)
+    );
     let f16 = attention_input::encode(&x, 5, HIDDEN, HEADS, Precision::F16).unwrap();
     assert_eq!((f16.rows(), f16.cols()), (5, HIDDEN));
     let e = attention_input::encode(&x, 4, HIDDEN, HEADS, Precision::F16).unwrap_err();
@@ -240,9 +244,18 @@ fn a_hidden_target_at_the_same_precision_is_reused() {
     // A record that stores the reused layer again is refused.
     let mut twice = recs[0].clone();
     let x = twice.hidden_layer(0).unwrap().clone();
-    twice.attention_input.insert(0, LayerValues { layer: 1, values: x });
+    twice.attention_input.insert(
+        0,
+        LayerValues {
+            layer: 1,
+            values: x,
+        },
+    );
     let e = twice.validate(&f16).unwrap_err().to_string();
-    assert!(e.contains("attention_input layers [1, 3] differ from the cache's [3]"), "{e}");
+    assert!(
+        e.contains("attention_input layers [1, 3] differ from the cache's [3]"),
+        "{e}"
+    );
 }
 
 /// A finished cache of `spec` at f16 in a temporary folder, with its weights.
@@ -265,7 +278,10 @@ fn the_weights_file_is_checked_on_open_and_verify() {
             CacheReader::open(dir.path()).unwrap_err().to_string(),
             verify(dir.path()).unwrap_err().to_string(),
         ] {
-            assert!(e.contains(ATTENTION_WEIGHTS_FILE) && e.contains(what), "{e}");
+            assert!(
+                e.contains(ATTENTION_WEIGHTS_FILE) && e.contains(what),
+                "{e}"
+            );
         }
     };
     // One flipped byte in the tensor data.
@@ -305,14 +321,20 @@ fn writers_and_manifests_refuse_what_does_not_fit() {
     let spec = spec(Precision::F16);
     let (recs, _) = records(&spec, 2);
     let dir = tempfile::tempdir().unwrap();
-    let mut w = CacheWriter::create(dir.path(), manifest(&spec, Backend::Parquet), small_options())
-        .unwrap();
+    let mut w = CacheWriter::create(
+        dir.path(),
+        manifest(&spec, Backend::Parquet),
+        small_options(),
+    )
+    .unwrap();
     w.write(&recs[0]).unwrap();
     let e = w
         .set_attention_weights(&weights(1, &[1, 2], HIDDEN))
         .unwrap_err();
     assert!(e.to_string().contains("layers [1, 2]"), "{e}");
-    let e = w.set_attention_weights(&weights(1, &[1, 3], 8)).unwrap_err();
+    let e = w
+        .set_attention_weights(&weights(1, &[1, 3], 8))
+        .unwrap_err();
     assert!(e.to_string().contains("hidden_size is 16"), "{e}");
     let e = w.finish().unwrap_err().to_string();
     assert!(e.contains("needs its attention weights"), "{e}");
@@ -320,8 +342,11 @@ fn writers_and_manifests_refuse_what_does_not_fit() {
 
     // Versions: only kd-cache/3 holds the target; older caches are written as before.
     assert_eq!(
-        Manifest::new(TargetSpec::parse("attention-qk:1", LAYERS).unwrap(), Backend::Mmap)
-            .schema_version,
+        Manifest::new(
+            TargetSpec::parse("attention-qk:1", LAYERS).unwrap(),
+            Backend::Mmap
+        )
+        .schema_version,
         "kd-cache/2"
     );
     let mut m = manifest(&spec, Backend::Mmap);
@@ -347,8 +372,14 @@ fn writers_and_manifests_refuse_what_does_not_fit() {
         "{e}"
     );
     let rec = CacheReader::open(dir.path()).unwrap().get(0).unwrap();
-    let e = rec.attention_scores(3, HIDDEN, HEADS).unwrap_err().to_string();
-    assert!(e.contains("attention_input layer 3") && e.contains("8 values"), "{e}");
+    let e = rec
+        .attention_scores(3, HIDDEN, HEADS)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("attention_input layer 3") && e.contains("8 values"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -378,7 +409,10 @@ fn parts_merge_with_one_weights_file_and_must_agree_on_it() {
     }
 
     // Parts with other weights are refused, naming the field.
-    let other = vec![write_part("c", 0, &w), write_part("d", 1, &weights(9, &INPUT_LAYERS, HIDDEN))];
+    let other = vec![
+        write_part("c", 0, &w),
+        write_part("d", 1, &weights(9, &INPUT_LAYERS, HIDDEN)),
+    ];
     let e = merge(&other, &root.path().join("m2"), MergeMode::Copy)
         .unwrap_err()
         .to_string();
@@ -389,7 +423,10 @@ fn parts_merge_with_one_weights_file_and_must_agree_on_it() {
     let e = merge(&gone, &root.path().join("m3"), MergeMode::Move)
         .unwrap_err()
         .to_string();
-    assert!(e.contains(ATTENTION_WEIGHTS_FILE) && e.contains("missing"), "{e}");
+    assert!(
+        e.contains(ATTENTION_WEIGHTS_FILE) && e.contains("missing"),
+        "{e}"
+    );
     assert!(gone[0].join(ATTENTION_WEIGHTS_FILE).exists());
 }
 
@@ -401,7 +438,10 @@ fn the_target_string_and_manifest_round_trip() {
     assert_eq!(s.to_string(), "hidden:0@f16,attention-input:2,6@int8");
     assert_eq!(TargetSpec::parse(&s.to_string(), 6).unwrap(), s);
     // Manifests without the target do not mention it.
-    let m = manifest(&TargetSpec::parse("attention-qk:1", LAYERS).unwrap(), Backend::Mmap);
+    let m = manifest(
+        &TargetSpec::parse("attention-qk:1", LAYERS).unwrap(),
+        Backend::Mmap,
+    );
     let text = m.to_json().unwrap();
     assert!(!text.contains("attention_input") && !text.contains("attention_weights"));
 }

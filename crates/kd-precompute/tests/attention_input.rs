@@ -26,7 +26,11 @@ fn precompute(corpus: &Path, out: &Path, targets: &str, backend: &str) -> Vec<Re
     run_precompute(&cfg, &Device::Cpu).expect("precompute");
     let reader = CacheReader::open(out).expect("open");
     assert_eq!(reader.manifest().schema_version, "kd-cache/3");
-    assert!(kd_cache::verify(out).expect("verify").attention_weights_checked);
+    assert!(
+        kd_cache::verify(out)
+            .expect("verify")
+            .attention_weights_checked
+    );
     reader.iter().map(|r| r.expect("record")).collect()
 }
 
@@ -127,8 +131,16 @@ fn minilm_scores_from_cached_inputs_equal_the_teachers_own() {
         let stored = precompute(&corpus, &out, targets, backend);
         assert_eq!(stored.len(), exact.len());
         let file = std::fs::read(out.join(kd_cache::ATTENTION_WEIGHTS_FILE)).unwrap();
-        let f32_file = std::fs::read(tmp.path().join("f32").join(kd_cache::ATTENTION_WEIGHTS_FILE));
-        assert_eq!(file, f32_file.unwrap(), "one weights file whatever the precision");
+        let f32_file = std::fs::read(
+            tmp.path()
+                .join("f32")
+                .join(kd_cache::ATTENTION_WEIGHTS_FILE),
+        );
+        assert_eq!(
+            file,
+            f32_file.unwrap(),
+            "one weights file whatever the precision"
+        );
         let (mut worst, mut ratio) = (0f64, 0f64);
         for (r, e) in stored.iter().zip(&exact) {
             assert_eq!((r.seq_id, &r.input_ids), (e.seq_id, &e.input_ids));
