@@ -181,11 +181,15 @@ pub fn run_task_eval(suite: &TaskEvalSuite, load: Loader<'_>) -> Result<TaskEval
         )));
     }
     let regression = is_regression(&data);
+    let names_from = match &suite.task {
+        TaskData::MovieReviews { path } => path,
+        TaskData::Files { train, .. } => train,
+    };
     let dirs: Vec<&PathBuf> = suite.teacher.iter().chain(&suite.models).collect();
     let mut runs = Vec::with_capacity(dirs.len());
     for dir in dirs {
         let model = load(dir)?;
-        let map = label_map(&data, &model)?;
+        let map = label_map(&data, names_from, &model)?;
         let encoded = (data.examples.iter())
             .map(|e| model.encode(&e.text, e.text_pair.as_deref(), suite.max_len))
             .collect::<Result<Vec<_>>>()?;
@@ -266,7 +270,8 @@ struct Run {
 
 /// How the model's class ids map to the task's (see [`Run::map`]); refuses a task label the
 /// model does not know, and a regression task for a classifier or the reverse.
-fn label_map(data: &TaskDataset, model: &TaskModel) -> Result<Vec<u32>> {
+/// `names_from` is the file the task's label names come from (the training file).
+fn label_map(data: &TaskDataset, names_from: &Path, model: &TaskModel) -> Result<Vec<u32>> {
     let (path, dir) = (data.path.display(), model.dir.display());
     match (is_regression(data), model.regression) {
         (true, true) => return Ok(Vec::new()),
@@ -290,7 +295,9 @@ fn label_map(data: &TaskDataset, model: &TaskModel) -> Result<Vec<u32>> {
         for (task_id, name) in data.label_names.iter().enumerate() {
             let Some(m) = names.iter().position(|n| n == name) else {
                 return Err(Error::Config(format!(
-                    "label {name:?} of {path} is not one of the labels of {dir} ({})",
+                    "label {name:?} of the task (labels of {}) is not one of the labels of {dir} \
+                     ({})",
+                    names_from.display(),
                     names.join(", ")
                 )));
             };
@@ -540,12 +547,13 @@ mod tests {
     #[test]
     fn labels_map_by_name_by_id_and_unknown_ones_are_named() {
         let mut model = tiny_classifier();
+        let p = Path::new("train.tsv");
         assert_eq!(model.label_names, ["LABEL_0", "LABEL_1", "LABEL_2"]);
         // Class ids: identity, the model's third class is outside a two-class task.
         let ids = dataset(&[Label::Class(0), Label::Class(1)], &[]);
-        assert_eq!(label_map(&ids, &model).unwrap(), [0, 1, 2]);
+        assert_eq!(label_map(&ids, p, &model).unwrap(), [0, 1, 2]);
         let far = dataset(&[Label::Class(0), Label::Class(3)], &[]);
-        let e = label_map(&far, &model).unwrap_err().to_string();
+        let e = label_map(&far, p, &model).unwrap_err().to_string();
         assert!(
             e.contains("label 3 at task.tsv line 3") && e.contains("3 classes"),
             "{e}"
@@ -553,16 +561,16 @@ mod tests {
         // Named on both sides: by name, whatever the order.
         model.label_names = vec!["pos".into(), "neu".into(), "neg".into()];
         let named = dataset(&[Label::Class(0), Label::Class(1)], &["neg", "pos"]);
-        assert_eq!(label_map(&named, &model).unwrap(), [1, 2, 0]);
+        assert_eq!(label_map(&named, p, &model).unwrap(), [1, 2, 0]);
         let unknown = dataset(&[Label::Class(0)], &["neg", "mixed"]);
-        let e = label_map(&unknown, &model).unwrap_err().to_string();
+        let e = label_map(&unknown, p, &model).unwrap_err().to_string();
         assert!(
             e.contains("\"mixed\"") && e.contains("pos, neu, neg"),
             "{e}"
         );
         // Regression on one side only.
         let reg = dataset(&[Label::Value(0.5)], &[]);
-        let e = label_map(&reg, &model).unwrap_err().to_string();
+        let e = label_map(&reg, p, &model).unwrap_err().to_string();
         assert!(e.contains("regression") && e.contains("3 classes"), "{e}");
     }
 }
