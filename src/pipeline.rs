@@ -288,6 +288,25 @@ mod tests {
     }
 
     #[test]
+    fn an_eval_step_with_a_task_table_evaluates_classifiers() {
+        let text = "name = \"x\"\n[[steps]]\nkind = \"eval\"\nmodels = [\"m\"]\n\
+                    task = { kind = \"movie_reviews\", path = \"r.txt\" }\n\
+                    [[steps]]\nkind = \"eval\"\ncache = \"c\"\nstudents = [\"s\"]\n";
+        let p = parse(text, "x.toml", &[]).unwrap();
+        match &p.steps[..] {
+            [Step::Eval(EvalStep::Task(t)), Step::Eval(EvalStep::Cache(c))] => {
+                assert_eq!(t.models, [PathBuf::from("m")]);
+                assert_eq!(t.split, kd_data::TaskSplit::Test);
+                assert_eq!(c.students, [PathBuf::from("s")]);
+            }
+            other => panic!("unexpected steps {other:?}"),
+        }
+        let bad = text.replace("models", "modles");
+        let e = format!("{:#}", parse(&bad, "x.toml", &[]).unwrap_err());
+        assert!(e.contains("modles") && e.contains("x.toml"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let bad = "name = \"x\"\n[[steps]]\nkind = \"finetune_mlm\"\nbatch_sise = 3\n";
         let e = format!("{:#}", parse(bad, "x.toml", &[]).unwrap_err());
