@@ -49,7 +49,9 @@ pub struct PrecomputeArgs {
     #[arg(long)]
     task_split: Option<String>,
     /// Targets, e.g. `mlm-topk:k=32,hidden:last` or `hidden:0,2,4,6@int8,attention:2,4,6`
-    /// (`attention-qk:2,4,6@int8`: those layers' query/key projections instead of their maps).
+    /// (`attention-qk:2,4,6@int8`: those layers' query/key projections instead of their maps;
+    /// `attention-input:2,4,6@int8`: their input hidden states, with the teacher's query/key
+    /// weights once per cache).
     #[arg(long)]
     targets: Option<String>,
     /// Differently masked views of the corpus.
