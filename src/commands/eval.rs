@@ -41,7 +41,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Evaluate at most N records (in cache order).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "task_model")]
     max_records: Option<usize>,
     /// Time each batch N times and keep the fastest (steadier on a busy machine).
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -51,10 +51,10 @@ pub struct EvalArgs {
     json: bool,
     /// Also compare mapped layers (TinyBERT students): `uniform` (n = g(m)), `last`, or
     /// `S:T,S:T,...` pairs of student and teacher layers (0 = embeddings).
-    #[arg(long, value_name = "MAP")]
+    #[arg(long, value_name = "MAP", conflicts_with = "task_model")]
     layers: Option<String>,
     /// The run's projections.safetensors, for layers of different widths.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "task_model")]
     projections: Option<PathBuf>,
     #[command(flatten)]
     task: TaskFlags,
@@ -68,10 +68,10 @@ struct TaskFlags {
     #[arg(long = "task-model", value_name = "DIR")]
     task_model: Vec<PathBuf>,
     /// Task: the movie-review sentiment file (fixed split by id).
-    #[arg(long, conflicts_with_all = ["task_train", "task_dev"])]
+    #[arg(long, conflicts_with_all = ["task_train", "task_dev"], requires = "task_model")]
     movie_reviews: Option<PathBuf>,
     /// Task: training file (.tsv with header, or .jsonl; it fixes named labels' ids).
-    #[arg(long, requires = "task_dev")]
+    #[arg(long, requires_all = ["task_dev", "task_model"])]
     task_train: Option<PathBuf>,
     /// Task: development file.
     #[arg(long, requires = "task_train")]
@@ -104,7 +104,7 @@ struct TaskFlags {
     #[arg(long, value_name = "N", default_value_t = 20)]
     latency_calls: usize,
     /// Task: also write the report as JSON to FILE (atomically).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "task_model")]
     out: Option<PathBuf>,
 }
 
@@ -199,6 +199,10 @@ pub(crate) fn run_step(
 pub fn run(a: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     if !a.task.task_model.is_empty() {
         return run_task(a, &global.device()?);
+    }
+    let t = &a.task;
+    if t.movie_reviews.is_some() || t.task_train.is_some() || t.out.is_some() {
+        bail!("--movie-reviews, --task-train and --out go with --task-model DIR");
     }
     let (Some(student), Some(cache)) = (&a.student, &a.cache) else {
         bail!("kd eval needs --student DIR --cache DIR, or --task-model DIR with a task");
