@@ -435,6 +435,32 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_version_3_example_parses() {
+        let text = include_str!("../../../schemas/manifest-v3.example.json");
+        let m: Manifest = serde_json::from_str(text).unwrap();
+        m.validate().unwrap();
+        assert_eq!(m.schema_version, SCHEMA_VERSION_3);
+        assert_eq!(schema_version_for(&m.targets), SCHEMA_VERSION_3);
+        assert_eq!(
+            m.targets.to_string(),
+            "mlm-topk:k=32,t=1,2@f16,mlm-sampled:k=12,t=2,hidden:0,2,4,6@int8,\
+             attention-input:2,4,6@int8"
+        );
+        assert_eq!(
+            m.attention_weights.as_ref().map(|w| w.file.as_str()),
+            Some("attention_weights.safetensors")
+        );
+        assert_eq!(m.to_json().unwrap().trim(), text.trim());
+        for older in [SCHEMA_VERSION_1, SCHEMA_VERSION] {
+            let mut v = m.clone();
+            v.schema_version = older.into();
+            let e = v.validate().unwrap_err().to_string();
+            assert!(e.contains("cannot hold attention_input"), "{e}");
+            assert!(check_schema(older, &m.targets).is_err());
+        }
+    }
+
+    #[test]
     fn json_round_trip_and_validation() {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Manifest::new(TargetSpec::parse("hidden:last", 4).unwrap(), Backend::Mmap);

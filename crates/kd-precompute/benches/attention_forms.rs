@@ -1,27 +1,30 @@
-//! Attention targets as maps or as query/key projections, on the real MiniLM teacher over
-//! State of the Union text, at L = 128 and L = 512 (the packing's `max_len`):
-//! - per form (maps f32 / f16 / int8; Q/K f16 / int8, and int8 with coarser scale groups),
+//! Attention targets as maps, as query/key projections or as input hidden states with the
+//! query/key weights once per cache, on the real MiniLM teacher over State of the Union text,
+//! at L = 128 and L = 512 (the packing's `max_len`):
+//! - per form (maps f32 / f16 / int8; Q/K f16 / int8, and int8 with coarser scale groups;
+//!   inputs f16 / int8 with a scale per (token, head-sized block) or per token),
 //!   the bytes per real token of its columns in zstd Parquet shards written as `kd precompute`
 //!   writes them, and the error of the scores a student sees against the teacher's own f32
 //!   scores: max |error|, RMS, and the mean KL(teacher || stored) of the attention
 //!   distributions of the real query rows;
 //! - the bytes per token of the whole TinyBERT target set (`hidden:0,2,4,6` at f16 or int8,
 //!   attention of 2,4,6 in each form, `mlm-topk:k=32,t=1`): real shard bytes / real tokens,
-//!   and the ratio to today's set (f16 hidden, f16 maps).
+//!   and the ratio to today's set (f16 hidden, f16 maps); the input form's weights file is a
+//!   fixed size per cache, printed beside (not in the per-token bytes).
 //!
 //! The teacher is `runs/quickstart/teacher/model` (MiniLM with its fitted MLM head) when
 //! present, else MiniLM with a fresh MLM head (the top-k bytes barely depend on the head).
-//! One precompute per L writes the f32 reference (maps and Q/K); every other cache is written
-//! from its records. Needs `scripts/fetch-assets.sh`; `cargo bench -p kd-precompute --bench
+//! One precompute per L writes the f32 reference (maps, Q/K, every hidden state, and the
+//! input form reusing them with its weights file); every other cache is written from its
+//! records. Needs `scripts/fetch-assets.sh`; `cargo bench -p kd-precompute --bench
 //! attention_forms [-- SEQ128 SEQ512]`. Prints a table and one JSON object per row.
 
 use candle_core::Device;
-use candle_core::Tensor;
 use kd_bert::checkpoint::save_hf_dir;
-use kd_bert::{load_model, Architecture, Bert, LoadOptions};
+use kd_bert::{load_model, Architecture, LoadOptions};
 use kd_cache::writer::{CacheWriter, WriterOptions};
-use kd_cache::{inspect, qk, Backend, CacheReader, LayerValues, Manifest, Precision, Quantized};
-use kd_cache::{Record, TargetSpec};
+use kd_cache::{attention_input, inspect, AttentionWeights, Backend, CacheReader, LayerValues};
+use kd_cache::{Manifest, Precision, Quantized, Record, TargetSpec};
 use kd_precompute::sources::SourceConfig;
 use kd_precompute::{run_precompute, PrecomputeConfig};
 use std::path::{Path, PathBuf};
@@ -30,7 +33,7 @@ const LAYERS: [u32; 3] = [2, 4, 6];
 const HIDDEN: usize = 384;
 const HEADS: usize = 12;
 const REFERENCE: &str = "mlm-topk:k=32,t=1@f16,hidden:0,1,2,3,4,5,6@f32,attention:2,4,6@f32,\
-                         attention-qk:2,4,6@f32";
+                         attention-qk:2,4,6@f32,attention-input:2,4,6@f32";
 
 /// How a form stores a layer's attention.
 #[derive(Clone, Copy, PartialEq)]
@@ -39,7 +42,7 @@ enum Kind {
     Maps,
     /// Query and key projections (`attention-qk`).
     Qk,
-    /// The layer's input hidden state (not a cache target; estimated here).
+    /// The layer's input hidden state (`attention-input`).
     Input,
 }
 
@@ -49,7 +52,7 @@ struct Form {
     name: &'static str,
     kind: Kind,
     precision: Precision,
-    /// int8 Q/K scale group width (values per scale); 0 for the other forms.
+    /// int8 Q/K or input scale group width (values per scale); 0 for the other forms.
     group: usize,
 }
 
@@ -62,7 +65,7 @@ const fn form(name: &'static str, kind: Kind, precision: Precision, group: usize
     }
 }
 
-const FORMS: [Form; 9] = [
+const FORMS: [Form; 10] = [
     form("maps f32", Kind::Maps, Precision::F32, 0),
     form("maps f16", Kind::Maps, Precision::F16, 0),
     form("maps int8", Kind::Maps, Precision::Int8, 0),
@@ -75,22 +78,18 @@ const FORMS: [Form; 9] = [
     ),
     form("Q/K int8 (token,q|k)", Kind::Qk, Precision::Int8, HIDDEN),
     form("Q/K int8 (token)", Kind::Qk, Precision::Int8, 2 * HIDDEN),
+    form("input f16", Kind::Input, Precision::F16, 0),
     form(
-        "input hidden f16 (estimate)",
-        Kind::Input,
-        Precision::F16,
-        0,
-    ),
-    form(
-        "input hidden int8 (estimate)",
+        "input int8 (token,head block)",
         Kind::Input,
         Precision::Int8,
-        0,
+        HIDDEN / HEADS,
     ),
+    form("input int8 (token)", Kind::Input, Precision::Int8, HIDDEN),
 ];
 
 /// Attention forms of the full-set comparison (index into [`FORMS`]) and hidden precisions.
-const SET_FORMS: [usize; 5] = [1, 2, 3, 4, 7];
+const SET_FORMS: [usize; 6] = [1, 2, 3, 4, 7, 8];
 const SET_HIDDEN: [Precision; 2] = [Precision::F16, Precision::Int8];
 
 fn teacher(tmp: &Path) -> anyhow::Result<PathBuf> {
@@ -109,17 +108,30 @@ fn teacher(tmp: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The attention tensors of `rec` in `form` (from the f32 reference maps or Q/K).
-fn attention_in(rec: &Record, form: Form) -> anyhow::Result<Vec<LayerValues>> {
+/// The attention tensors of `rec` in `form` (from the f32 reference maps, Q/K or hidden
+/// states), for the layers `spec` stores.
+fn attention_in(rec: &Record, spec: &TargetSpec, form: Form) -> anyhow::Result<Vec<LayerValues>> {
+    let inputs: Vec<LayerValues>;
     let src = match form.kind {
         Kind::Qk => &rec.attention_qk,
-        _ => &rec.attention,
+        Kind::Maps => &rec.attention,
+        Kind::Input => {
+            inputs = attention_input::stored_layers(spec)
+                .into_iter()
+                .map(|layer| LayerValues {
+                    layer,
+                    values: rec.hidden_layer(layer - 1).expect("input").clone(),
+                })
+                .collect();
+            &inputs
+        }
     };
     src.iter()
         .map(|l| {
             let cols = match (form.kind, form.precision) {
-                (Kind::Qk, Precision::Int8) => form.group,
+                (Kind::Qk | Kind::Input, Precision::Int8) => form.group,
                 (Kind::Qk, _) => 2 * HIDDEN,
+                (Kind::Input, _) => HIDDEN,
                 _ => rec.len(),
             };
             let values = Quantized::encode(&l.values.decode(), cols, form.precision)?;
@@ -148,12 +160,13 @@ fn convert(rec: &Record, spec: &TargetSpec, form: Form) -> anyhow::Result<Record
         mlm_topk: spec.mlm_topk.as_ref().and(rec.mlm_topk.clone()),
         attention: Vec::new(),
         attention_qk: Vec::new(),
+        attention_input: Vec::new(),
         ..rec.clone()
     };
     match form.kind {
-        Kind::Qk => r.attention_qk = attention_in(rec, form)?,
-        Kind::Maps => r.attention = attention_in(rec, form)?,
-        Kind::Input => {}
+        Kind::Qk => r.attention_qk = attention_in(rec, spec, form)?,
+        Kind::Maps => r.attention = attention_in(rec, spec, form)?,
+        Kind::Input => r.attention_input = attention_in(rec, spec, form)?,
     }
     r.conform(spec)?;
     Ok(r)
@@ -165,34 +178,16 @@ fn spec_for(form: Form, hidden: Option<Precision>) -> TargetSpec {
     let text = match (form.kind, hidden) {
         (Kind::Maps, None) => format!("attention:2,4,6@{p}"),
         (Kind::Qk, None) => format!("attention-qk:2,4,6@{p}"),
-        (Kind::Input, None) => format!("hidden:1,3,5@{p}"),
+        (Kind::Input, None) => format!("attention-input:2,4,6@{p}"),
         (Kind::Maps, Some(h)) => format!("hidden:0,2,4,6@{h},attention:2,4,6@{p}"),
         (Kind::Qk, Some(h)) => format!("hidden:0,2,4,6@{h},attention-qk:2,4,6@{p}"),
-        // The set's own layers and the inputs, all at the set's hidden precision.
-        (Kind::Input, Some(h)) => format!("hidden:0,1,2,3,4,5,6@{h}"),
+        (Kind::Input, Some(h)) => format!("hidden:0,2,4,6@{h},attention-input:2,4,6@{p}"),
     };
     let text = match hidden {
         Some(_) => format!("mlm-topk:k=32,t=1@f16,{text}"),
         None => text,
     };
     TargetSpec::parse(&text, 6).expect("a valid target string")
-}
-
-/// Scores `[heads, n, n]` of encoder layer `layer` recomputed from the stored input hidden
-/// state of `r` with the teacher's query/key layers.
-fn scores_from_input(teacher: &Bert, r: &Record, layer: u32) -> anyhow::Result<Vec<f32>> {
-    let n = r.len();
-    let x = r
-        .hidden_layer(layer - 1)
-        .expect("the input hidden state")
-        .decode();
-    let x = Tensor::from_vec(x, (1, n, HIDDEN), &Device::Cpu)?;
-    let attention = teacher.encoder.layers[layer as usize - 1].attention();
-    let (q, k) = attention.query_key(&x)?;
-    let q: Vec<f32> = q.flatten_all()?.to_vec1()?;
-    let k: Vec<f32> = k.flatten_all()?.to_vec1()?;
-    let values = qk::encode(&q, &k, n, HIDDEN, HEADS, Precision::F32)?;
-    Ok(qk::scores(&values, n, HIDDEN, HEADS)?)
 }
 
 /// Running score errors of one form.
@@ -238,7 +233,12 @@ impl Errors {
     }
 }
 
-fn writer(dir: &Path, spec: &TargetSpec, base: &Manifest) -> anyhow::Result<CacheWriter> {
+fn writer(
+    dir: &Path,
+    spec: &TargetSpec,
+    base: &Manifest,
+    weights: &AttentionWeights,
+) -> anyhow::Result<CacheWriter> {
     let mut m = Manifest::new(spec.clone(), Backend::Parquet);
     m.teacher = base.teacher.clone();
     m.tokenizer_sha256 = base.tokenizer_sha256.clone();
@@ -246,13 +246,14 @@ fn writer(dir: &Path, spec: &TargetSpec, base: &Manifest) -> anyhow::Result<Cach
         zstd_level: PrecomputeConfig::default().zstd_level,
         ..WriterOptions::default()
     };
-    Ok(CacheWriter::create(dir, m, options)?)
+    let mut w = CacheWriter::create(dir, m, options)?;
+    if spec.attention_input.is_some() {
+        w.set_attention_weights(weights)?;
+    }
+    Ok(w)
 }
 
 fn run_length(max_len: usize, sequences: usize, teacher: &Path, tmp: &Path) -> anyhow::Result<()> {
-    let headless = TargetSpec::parse("hidden:1", 6)?;
-    let options = kd_teacher::targets::teacher_load_options(&headless, &Device::Cpu);
-    let bert = load_model(teacher, &options)?.model;
     let base_dir = tmp.join(format!("reference-{max_len}"));
     let cfg = PrecomputeConfig {
         teacher: teacher.to_path_buf(),
@@ -271,13 +272,23 @@ fn run_length(max_len: usize, sequences: usize, teacher: &Path, tmp: &Path) -> a
     run_precompute(&cfg, &Device::Cpu)?;
     let base = CacheReader::open(&base_dir)?;
     let manifest = base.manifest().clone();
+    let weights = base
+        .attention_weights()
+        .expect("the reference's weights")
+        .clone();
+    let weights_bytes = manifest.attention_weights.as_ref().map_or(0, |w| w.bytes);
 
     let mut forms = Vec::new();
     for (i, f) in FORMS.iter().enumerate() {
         let spec = spec_for(*f, None);
         forms.push((
             spec.clone(),
-            writer(&tmp.join(format!("form-{max_len}-{i}")), &spec, &manifest)?,
+            writer(
+                &tmp.join(format!("form-{max_len}-{i}")),
+                &spec,
+                &manifest,
+                &weights,
+            )?,
         ));
     }
     let mut sets = Vec::new();
@@ -285,7 +296,8 @@ fn run_length(max_len: usize, sequences: usize, teacher: &Path, tmp: &Path) -> a
         for &i in &SET_FORMS {
             let spec = spec_for(FORMS[i], Some(h));
             let dir = tmp.join(format!("set-{max_len}-{h}-{i}"));
-            sets.push((h, i, spec.clone(), writer(&dir, &spec, &manifest)?));
+            let w = writer(&dir, &spec, &manifest, &weights)?;
+            sets.push((h, i, spec.clone(), w));
         }
     }
     let mut errors: Vec<Errors> = FORMS.iter().map(|_| Errors::default()).collect();
@@ -299,10 +311,7 @@ fn run_length(max_len: usize, sequences: usize, teacher: &Path, tmp: &Path) -> a
             let r = convert(&rec, &forms[i].0, *f)?;
             for &layer in &LAYERS {
                 let reference = rec.attention_layer(layer).expect("reference maps").decode();
-                let got = match f.kind {
-                    Kind::Input => scores_from_input(&bert, &r, layer)?,
-                    _ => r.attention_scores(layer, HIDDEN, HEADS)?.expect("stored"),
-                };
+                let got = r.attention_scores(layer, HIDDEN, HEADS)?.expect("stored");
                 errors[i].add(&reference, &got, n);
             }
             forms[i].1.write(&r)?;
@@ -356,11 +365,14 @@ fn run_length(max_len: usize, sequences: usize, teacher: &Path, tmp: &Path) -> a
         .find(|(h, i, _)| *h == Precision::F16 && *i == 1)
         .map(|d| d.2)
         .unwrap_or(f64::NAN);
+    println!(
+        "(input forms: plus one weights file of {weights_bytes} bytes per cache, {:.1} B/token \
+         over these {} tokens)",
+        weights_bytes as f64 / tokens.max(1) as f64,
+        tokens
+    );
     for (h, i, b) in done {
-        let name = match FORMS[i].kind {
-            Kind::Input => format!("input hidden 1,3,5 {h} (estimate)"),
-            _ => FORMS[i].name.to_string(),
-        };
+        let name = FORMS[i].name.to_string();
         println!("| hidden {h}, {name} | {b:.1} | {:.3} |", b / today);
         println!(
             "{}",
