@@ -6,6 +6,7 @@
 # each the fastest of --iters calls. On a shared machine compare single-threaded runs by CPU time:
 #   RAYON_NUM_THREADS=1 benches/lstm.sh --threads 1
 # Usage: benches/lstm.sh [--iters N] [--embed 300,384] [--threads N] [--composed 0]
+#                       [--what forward,train_step,model_forward,model_step]
 # (PYTHON=... picks the interpreter that has torch; --threads sets torch's threads).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -39,6 +39,7 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--embed", default="300,384")
     ap.add_argument("--composed", default="1")  # kd's option, read here so both take "$@"
+    ap.add_argument("--what", default="forward,train_step,model_forward,model_step")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -87,6 +88,8 @@ def main():
 
         for what, fn in (("forward", forward), ("train_step", step),
                          ("model_forward", model_forward), ("model_step", model_step)):
+            if what not in args.what.split(","):
+                continue
             wall, cpu = timed(fn, args.iters)
             print(json.dumps({"impl": "torch", "config": config, "what": what,
                               "tokens_per_s": round(tokens / wall, 1), "ms": round(wall * 1e3, 3),

@@ -92,6 +92,8 @@ fn main() -> candle_core::Result<()> {
     let iters: usize = arg("--iters", "10").parse().expect("--iters");
     let embeds = arg("--embed", "300,384");
     let composed = arg("--composed", "1") == "1";
+    let what = arg("--what", "forward,train_step,model_forward,model_step");
+    let what: Vec<&str> = what.split(',').collect();
     let dev = Device::Cpu;
     let lens = lengths(batch, 60);
     let t = *lens.iter().max().expect("batch > 0");
@@ -115,18 +117,22 @@ fn main() -> candle_core::Result<()> {
         let probe = Tensor::from_vec(probe, (batch, t, 2 * hidden), &dev)?;
         let config = format!("E{e}-H{hidden}-B{batch}-T30..60");
         let report = |what: &str, t: (f64, f64)| report("kd", &config, what, tokens, t);
-        let fwd = timed(iters, || {
-            lstm.forward(&x, &lens).expect("forward");
-        });
-        report("forward", fwd);
+        if what.contains(&"forward") {
+            let fwd = timed(iters, || {
+                lstm.forward(&x, &lens).expect("forward");
+            });
+            report("forward", fwd);
+        }
         let xv = candle_core::Var::from_tensor(&x)?;
-        let step = timed(iters, || {
-            let out = lstm.forward(xv.as_tensor(), &lens).expect("forward");
-            let loss = (&out * &probe).and_then(|l| l.sum_all()).expect("loss");
-            loss.backward().expect("backward");
-        });
-        report("train_step", step);
-        if composed {
+        if what.contains(&"train_step") {
+            let step = timed(iters, || {
+                let out = lstm.forward(xv.as_tensor(), &lens).expect("forward");
+                let loss = (&out * &probe).and_then(|l| l.sum_all()).expect("loss");
+                loss.backward().expect("backward");
+            });
+            report("train_step", step);
+        }
+        if composed && what.contains(&"train_step") {
             let w_hh = Tensor::stack(&[&lstm.forward.weight_hh, &lstm.reverse.weight_hh], 0)?;
             let step = timed(iters.min(3), || {
                 let xw = lstm.input_projection(xv.as_tensor()).expect("projection");
@@ -136,7 +142,9 @@ fn main() -> candle_core::Result<()> {
             });
             self::report("kd-composed", &config, "train_step", tokens, step);
         }
-        model_steps(e, hidden, &lens, iters, &config, &mut rng)?;
+        if what.iter().any(|w| w.starts_with("model_")) {
+            model_steps(e, hidden, &lens, iters, &config, &mut rng)?;
+        }
     }
     Ok(())
 }

@@ -221,6 +221,26 @@ struct Outputs {
 impl Recurrence {
     /// One direction's forward steps; writes its half of the outputs.
     fn forward_dir(&self, d: usize, xw: &[f32], w: &[f32], bias: &[f32], dst: Outputs) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::activations::avx2_fma() {
+            // SAFETY: the CPU has the features the copy is compiled for.
+            return unsafe { self.forward_dir_avx2(d, xw, w, bias, dst) };
+        }
+        self.forward_dir_body(d, xw, w, bias, dst)
+    }
+
+    /// [`Self::forward_dir`] compiled for AVX2 + FMA.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_dir_avx2(&self, d: usize, xw: &[f32], w: &[f32], bias: &[f32], dst: Outputs) {
+        self.forward_dir_body(d, xw, w, bias, dst)
+    }
+
+    #[inline(always)]
+    fn forward_dir_body(&self, d: usize, xw: &[f32], w: &[f32], bias: &[f32], dst: Outputs) {
         let Dims { b, t, h } = self.dims;
         let (g4, plan) = (4 * h, &*self.plan);
         let mut hs = vec![0f32; b * h];
@@ -386,6 +406,33 @@ impl Backward<'_> {
     /// Backpropagation through time for direction `d`: writes its half of `dxw` (`[N, 8H]`),
     /// its `dw` block `[4H, H]` and its `db` half `[4H]`.
     fn direction(&self, d: usize, w: &[f32], dxw: Shared, dw: &mut [f32], db: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::activations::avx2_fma() {
+            // SAFETY: the CPU has the features the copy is compiled for.
+            return unsafe { self.direction_avx2(d, w, dxw, dw, db) };
+        }
+        self.direction_body(d, w, dxw, dw, db)
+    }
+
+    /// [`Self::direction`] compiled for AVX2 + FMA.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn direction_avx2(
+        &self,
+        d: usize,
+        w: &[f32],
+        dxw: Shared,
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) {
+        self.direction_body(d, w, dxw, dw, db)
+    }
+
+    #[inline(always)]
+    fn direction_body(&self, d: usize, w: &[f32], dxw: Shared, dw: &mut [f32], db: &mut [f32]) {
         let Dims { b, t, h } = self.dims;
         let (g4, plan, sv) = (4 * h, self.plan, self.saved);
         let mut dh_rec = vec![0f32; b * h];
