@@ -133,12 +133,14 @@ fn check_attention(have: &TargetSpec, need: Option<&LayerSpec>, out: &mut Vec<St
     );
     for l in &need.layers {
         if !maps.contains(l) && !qk.contains(l) && !inputs.contains(l) {
+            let inputs = match have.attention_input {
+                Some(_) => format!(", inputs of {}", list(&inputs)),
+                None => String::new(),
+            };
             out.push(format!(
-                "cache has no attention for layer {l} (maps of {}, query/key of {}, inputs \
-                 of {})",
+                "cache has no attention for layer {l} (maps of {}, query/key of {}{inputs})",
                 list(&maps),
                 list(&qk),
-                list(&inputs)
             ));
         }
     }

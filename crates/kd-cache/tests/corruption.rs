@@ -295,11 +295,11 @@ fn bad_manifest_and_token_counts_are_reported() {
     let e = CacheReader::open(dir.path()).unwrap_err().to_string();
     assert!(e.contains("manifest.json"), "{e}");
 
-    m.schema_version = "kd-cache/3".into();
+    m.schema_version = "kd-cache/4".into();
     m.save(dir.path()).unwrap();
     let e = CacheReader::open(dir.path()).unwrap_err().to_string();
     assert!(
-        e.contains("kd-cache/3") && e.contains("not supported"),
+        e.contains("kd-cache/4") && e.contains("not supported"),
         "{e}"
     );
 }

@@ -78,15 +78,15 @@ fn compatibility_refusals_name_the_difference() {
         "{e}"
     );
 
-    let mut v3 = m.clone();
-    v3.schema_version = "kd-cache/3".into();
-    let e = v3
+    let mut v4 = m.clone();
+    v4.schema_version = "kd-cache/4".into();
+    let e = v4
         .check_compatible(&Expectation::default())
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("cache schema kd-cache/3 is not supported")
-            && e.contains("reads kd-cache/1 and kd-cache/2"),
+        e.contains("cache schema kd-cache/4 is not supported")
+            && e.contains("reads kd-cache/1, kd-cache/2 and kd-cache/3"),
         "{e}"
     );
     // Version 2 reads every version-1 cache; only attention_qk needs it.
