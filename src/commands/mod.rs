@@ -58,7 +58,7 @@ pub enum Command {
     Cache(cache::CacheArgs),
     /// Train a student from a teacher cache, without the teacher in memory.
     Train(train::TrainArgs),
-    /// Evaluate a student against a held-out cache.
+    /// Evaluate a student against a held-out cache, or classifiers on a task split.
     Eval(eval::EvalArgs),
     /// Run a whole pipeline from a TOML file (or the embedded default).
     Run(run::RunArgs),
