@@ -3,6 +3,30 @@
 //! over time, a ReLU layer and class logits, trained from a teacher cache on the teacher's
 //! logits.
 //!
+//! ```
+//! use candle_core::Device;
+//! use kd_bert::ForwardCtx;
+//! use kd_data::{collate, BatchItem};
+//! use kd_lstm::{init, io, BiLstmConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cfg = BiLstmConfig { vocab_size: 100, embedding_size: 16, hidden_size: 8, ..Default::default() };
+//! let built = init::fresh(&cfg, 0, &Device::Cpu)?; // seeded; or init::from_teacher(dir, ...)
+//! let ids = [2u32, 17, 45, 3];                      // the teacher tokenizer's word pieces
+//! let item = BatchItem { id: 0, input_ids: &ids, token_type_ids: None, mlm_positions: &[],
+//!                        mlm_labels: &[], label: None };
+//! let batch = collate(&[item], cfg.pad_token_id)?;
+//! let logits = built.model.forward(&batch, &mut ForwardCtx::eval(), &Device::Cpu)?;
+//! assert_eq!(logits.dims(), &[1, 2]);
+//! let dir = tempfile::tempdir()?;
+//! io::save(&built.model.config, &built.varmap, &dir.path().join("student"), None)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The saved directory loads in PyTorch with `tests/fixtures/kd_bilstm.py` (`load(dir)` gives
+//! an `nn.Module` with the same logits).
+//!
 //! - [`recurrence`]: the LSTM recurrence of both directions as one candle node on the CPU,
 //!   with backpropagation through time.
 //! - [`lstm`]: the bidirectional layer under PyTorch's `nn.LSTM` parameter names.

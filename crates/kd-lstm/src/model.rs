@@ -2,6 +2,10 @@
 //! max pooling over the real steps, a ReLU layer and class logits. For sentence pairs the
 //! siamese form: both sides through the same embedding and BiLSTM, features
 //! `[h1, h2, h1 * h2, |h1 - h2|]`.
+//!
+//! The inputs are the teacher tokenizer's word pieces as the cache stores them: a sentence is
+//! every real token (`[CLS]` and `[SEP]` included); of a pair `[CLS] a [SEP] b [SEP]`, side 1
+//! is the segment-0 tokens (`[CLS] a [SEP]`) and side 2 the segment-1 tokens (`b [SEP]`).
 
 use crate::config::BiLstmConfig;
 use crate::lstm::BiLstm;
