@@ -7,9 +7,11 @@
 //! # Layout
 //! The input of layer `l` is `[n, H]`, row-major, one token after the other. At f32, f16 and
 //! bf16 one row per token. At int8 every row has its own scale and kd writes one row per
-//! (token, head-sized block) (`[n * heads, H / heads]`, [`encode`]): BERT hidden states have
-//! a few outlier dimensions 10-20x the others, and a per-token scale would leave the ordinary
-//! dimensions few levels. Readers accept any whole number of rows per token.
+//! (token, block of whole heads of at least 64 values) ([`int8_block`], [`encode`]): BERT
+//! hidden states have a few outlier dimensions 10-20x the others, and a per-token scale would
+//! leave the ordinary dimensions few levels, while a scale per head costs more bytes than it
+//! buys (measured in `schemas/cache-v3.md`, section 9). Readers accept any whole number of
+//! rows per token.
 //!
 //! # Reuse of hidden targets
 //! When the cache's `hidden` target stores layer `l - 1` at the same precision, and that
@@ -271,8 +273,20 @@ pub fn width(values: &Quantized, n: usize) -> std::result::Result<usize, String>
     }
 }
 
+/// Values per int8 scale of an input tensor for a teacher of width `hidden` with `heads` heads:
+/// the fewest whole heads, dividing the head count, that hold at least 64 values (one head of
+/// BERT-base, two of MiniLM, the whole token of a 2-head teacher of width 16).
+pub fn int8_block(hidden: usize, heads: usize) -> Result<usize> {
+    let d = crate::qk::head_dim(hidden, heads)?;
+    let mut k = 64usize.div_ceil(d).clamp(1, heads);
+    while !heads.is_multiple_of(k) {
+        k += 1;
+    }
+    Ok(k * d)
+}
+
 /// The input tensor of one layer from hidden state `x` (`[n, hidden]`) at `precision`: int8
-/// with one scale per (token, head-sized block), the others one row per token.
+/// with one scale per (token, [`int8_block`]), the others one row per token.
 pub fn encode(
     x: &[f32],
     n: usize,
@@ -280,7 +294,7 @@ pub fn encode(
     heads: usize,
     precision: Precision,
 ) -> Result<Quantized> {
-    let d = crate::qk::head_dim(hidden, heads)?;
+    let block = int8_block(hidden, heads)?;
     if x.len() != n * hidden {
         return bad(format!(
             "an input of {} values, expected {n} x {hidden}",
@@ -288,7 +302,7 @@ pub fn encode(
         ));
     }
     let cols = if precision == Precision::Int8 {
-        d
+        block
     } else {
         hidden
     };

@@ -2,7 +2,8 @@
 //! query/key weights once per cache, on the real MiniLM teacher over State of the Union text,
 //! at L = 128 and L = 512 (the packing's `max_len`):
 //! - per form (maps f32 / f16 / int8; Q/K f16 / int8, and int8 with coarser scale groups;
-//!   inputs f16 / int8 with a scale per (token, head-sized block) or per token),
+//!   inputs f16 / int8 with a scale per (token, head), per (token, 64 or 128 values) or per
+//!   token),
 //!   the bytes per real token of its columns in zstd Parquet shards written as `kd precompute`
 //!   writes them, and the error of the scores a student sees against the teacher's own f32
 //!   scores: max |error|, RMS, and the mean KL(teacher || stored) of the attention
@@ -65,7 +66,7 @@ const fn form(name: &'static str, kind: Kind, precision: Precision, group: usize
     }
 }
 
-const FORMS: [Form; 10] = [
+const FORMS: [Form; 12] = [
     form("maps f32", Kind::Maps, Precision::F32, 0),
     form("maps f16", Kind::Maps, Precision::F16, 0),
     form("maps int8", Kind::Maps, Precision::Int8, 0),
@@ -80,16 +81,28 @@ const FORMS: [Form; 10] = [
     form("Q/K int8 (token)", Kind::Qk, Precision::Int8, 2 * HIDDEN),
     form("input f16", Kind::Input, Precision::F16, 0),
     form(
-        "input int8 (token,head block)",
+        "input int8 (token,head)",
         Kind::Input,
         Precision::Int8,
         HIDDEN / HEADS,
     ),
     form("input int8 (token)", Kind::Input, Precision::Int8, HIDDEN),
+    form(
+        "input int8 (token,64 values) (kd's)",
+        Kind::Input,
+        Precision::Int8,
+        2 * HIDDEN / HEADS,
+    ),
+    form(
+        "input int8 (token,128 values)",
+        Kind::Input,
+        Precision::Int8,
+        4 * HIDDEN / HEADS,
+    ),
 ];
 
 /// Attention forms of the full-set comparison (index into [`FORMS`]) and hidden precisions.
-const SET_FORMS: [usize; 6] = [1, 2, 3, 4, 7, 8];
+const SET_FORMS: [usize; 9] = [1, 2, 3, 4, 7, 8, 9, 10, 11];
 const SET_HIDDEN: [Precision; 2] = [Precision::F16, Precision::Int8];
 
 fn teacher(tmp: &Path) -> anyhow::Result<PathBuf> {

@@ -154,8 +154,8 @@ fn minilm_scores_from_cached_inputs_equal_the_teachers_own() {
                 let s = r.attention_input_layer(layer).unwrap();
                 assert_eq!(s.precision(), p);
                 if p == Precision::Int8 {
-                    // One scale per (token, head-sized block).
-                    assert_eq!((s.rows(), s.cols()), (n * HEADS, D));
+                    // One scale per (token, block of 64 values: two heads).
+                    assert_eq!((s.rows(), s.cols()), (n * HEADS / 2, 2 * D));
                 }
                 let exact_x = e.attention_input_layer(layer).unwrap().decode();
                 let dq = projection_bounds(&weights, layer, &element_bounds(s, &exact_x), n);
