@@ -64,6 +64,24 @@ pub fn fresh(config: &BiLstmConfig, seed: u64, device: &Device) -> Result<Built>
     Ok(Built { model, varmap })
 }
 
+/// A fresh model of `config` with the vocabulary and padding id of the teacher in
+/// `teacher_dir` (a BERT directory), its embedding table drawn fresh at
+/// `config.embedding_size` (Tang et al. start from word vectors instead; see [`from_teacher`]).
+pub fn fresh_for_teacher(
+    teacher_dir: &Path,
+    config: &BiLstmConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<Built> {
+    let bert = kd_bert::BertConfig::from_file(&teacher_dir.join("config.json"))?;
+    let config = BiLstmConfig {
+        vocab_size: bert.vocab_size,
+        pad_token_id: bert.pad_token_id,
+        ..config.clone()
+    };
+    fresh(&config, seed, device)
+}
+
 /// A fresh model whose vocabulary, embedding width and padding id are the teacher's in
 /// `teacher_dir` (a BERT directory) and whose embedding table is a copy of the teacher's
 /// word-piece embeddings; `config` gives the rest (its vocabulary and embedding sizes are

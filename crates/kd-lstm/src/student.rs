@@ -35,6 +35,26 @@ impl BiLstmStudent {
         }
     }
 
+    /// A student to distil the teacher in `teacher_dir` into (pass the same directory to
+    /// `kd_student::distil::run_distil_student` as its tokenizer directory): the teacher's
+    /// vocabulary and padding id, the embedding table copied from the teacher's word-piece
+    /// embeddings when `copy_embeddings` (then `E` is the teacher's width) or drawn from
+    /// `seed` at `config.embedding_size`; saved with the teacher's tokenizer files.
+    pub fn for_teacher(
+        teacher_dir: &Path,
+        config: &BiLstmConfig,
+        copy_embeddings: bool,
+        seed: u64,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        let built = if copy_embeddings {
+            crate::init::from_teacher(teacher_dir, config, seed, device)?
+        } else {
+            crate::init::fresh_for_teacher(teacher_dir, config, seed, device)?
+        };
+        Ok(Self::new(built, Some(teacher_dir.to_path_buf()), device))
+    }
+
     /// The student saved in `dir` (its own tokenizer files are copied on the next save).
     pub fn load(dir: &Path, device: &Device) -> crate::Result<Self> {
         let built = crate::io::load(dir, device)?;

