@@ -167,14 +167,25 @@ pub fn union(have: &TargetSpec, need: &TargetSpec) -> TargetSpec {
         (s.k, s.temperature) = (s.k.max(n.k), n.temperature);
     }
     // Attention layers missing from the cache join the form it already uses for attention
-    // (its query/key projections when it stores only those).
+    // (its query/key projections or its inputs when it stores only those).
     let mut need_attention = need.attention.clone();
     if let Some(mut n) = need_attention.take() {
-        if let Some(qk) = &have.attention_qk {
-            n.layers.retain(|l| !qk.layers.contains(l));
+        for other in [&have.attention_qk, &have.attention_input]
+            .into_iter()
+            .flatten()
+        {
+            n.layers.retain(|l| !other.layers.contains(l));
         }
+        let only_inputs = have.attention.is_none() && have.attention_qk.is_none();
         match u.attention_qk.as_mut() {
             _ if n.layers.is_empty() => {}
+            None if only_inputs && u.attention_input.is_some() => {
+                if let Some(q) = u.attention_input.as_mut() {
+                    // n.layers holds no layer of the inputs (retained above).
+                    q.layers.extend(n.layers.iter().copied());
+                    q.layers.sort_unstable();
+                }
+            }
             Some(q) if have.attention.is_none() => {
                 let add: Vec<u32> = n
                     .layers

@@ -454,3 +454,22 @@ fn the_target_string_and_manifest_round_trip() {
     let text = m.to_json().unwrap();
     assert!(!text.contains("attention_input") && !text.contains("attention_weights"));
 }
+
+#[test]
+fn input_layers_serve_attention_needs_and_missing_ones_join_the_input_form() {
+    let m = manifest(&spec(Precision::Int8), Backend::Mmap);
+    let need = |t: &str| kd_cache::Expectation::new(TargetSpec::parse(t, LAYERS).unwrap());
+    m.check_compatible(&need("attention:1,3")).unwrap();
+    let e = m
+        .check_compatible(&need("attention:2,3"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no attention for layer 2 (maps of none, query/key of none, inputs of 1, 3)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("--targets mlm-topk:k=8,t=1@f16,hidden:0@f16,attention-input:1,2,3@int8"),
+        "{e}"
+    );
+}
