@@ -159,7 +159,7 @@ struct Recurrence {
 /// A raw pointer that the two directions write through at disjoint offsets.
 #[derive(Clone, Copy)]
 struct Shared(*mut f32);
-// SAFETY: each direction writes only the elements of its own half of every `(b, t)` slot.
+// SAFETY: each direction writes only its own half (forward or reverse) of every output row.
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
