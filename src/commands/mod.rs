@@ -15,6 +15,7 @@ mod precompute;
 mod predict;
 mod run;
 mod train;
+mod train_step;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;

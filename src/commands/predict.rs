@@ -48,7 +48,15 @@ pub(crate) fn load_classifier(dir: &Path, device: &Device) -> kd_student::Result
         ModelFamily::Bilstm => {
             let student = kd_lstm::BiLstmStudent::load(dir, device)?;
             let (n, pad) = (student.config().num_labels, student.config().pad_token_id);
-            TaskModel::from_student(dir, ModelFamily::Bilstm, Box::new(student), n, pad)
+            let names = student.config().id2label.clone();
+            let mut model =
+                TaskModel::from_student(dir, ModelFamily::Bilstm, Box::new(student), n, pad)?;
+            for (i, name) in model.label_names.iter_mut().enumerate() {
+                if let Some(n) = names.as_ref().and_then(|m| m.get(&i.to_string())) {
+                    *name = n.clone();
+                }
+            }
+            Ok(model)
         }
     }
 }

@@ -6,7 +6,6 @@ use crate::pipeline::{self, Step, DEFAULT_PIPELINE, FETCH_SCRIPT};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kd_precompute::run_precompute;
-use kd_student::distil::train_student;
 use kd_teacher::classify::run_classify;
 use kd_teacher::mlm::run_mlm;
 use std::io::Write;
@@ -79,7 +78,7 @@ pub fn run(a: &RunArgs, global: &GlobalArgs) -> Result<()> {
             Step::FinetuneMlm(c) => serde_json::to_value(run_mlm(c, &device)?)?,
             Step::FinetuneClassify(c) => serde_json::to_value(run_classify(c, &device)?)?,
             Step::Precompute(c) => serde_json::to_value(run_precompute(c, &device)?)?,
-            Step::Train(c) => serde_json::to_value(train_student(c, &device)?)?,
+            Step::Train(c) => serde_json::to_value(super::train_step::train(c, &device)?)?,
             Step::Augment(c) => serde_json::to_value(kd_augment::run_augment(c, &device)?)?,
             Step::Eval(c) => super::eval::run_step(c, &device)?,
         };

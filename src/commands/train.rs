@@ -4,7 +4,7 @@ use super::loop_flags::LoopFlags;
 use super::GlobalArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kd_student::distil::{train_student, DistilConfig, HeadKind, LossSpec, SoftTargetSource};
+use kd_student::distil::{DistilConfig, HeadKind, LossSpec, SoftTargetSource};
 use kd_student::init::parse_layers;
 use std::path::PathBuf;
 
@@ -44,6 +44,11 @@ pub struct TrainArgs {
     /// with the labels of the teacher that wrote it).
     #[arg(long)]
     head: Option<String>,
+    /// A BiLSTM student (Tang et al.) over the vocabulary of --teacher instead of a BERT one;
+    /// its sizes from the settings' `student.bilstm` table (defaults: 150 units per
+    /// direction, the teacher's embeddings copied).
+    #[arg(long)]
+    bilstm: bool,
     #[command(flatten)]
     training: LoopFlags,
     /// Soft-target temperature.
@@ -82,6 +87,9 @@ pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     if a.tokenizer_from.is_some() {
         c.student.tokenizer_from = a.tokenizer_from.clone();
     }
+    if a.bilstm && c.student.bilstm.is_none() {
+        c.student.bilstm = Some(serde_json::json!({}));
+    }
     if let Some(h) = &a.head {
         c.student.head = super::parse_choice::<HeadKind>("head", h)?;
     }
@@ -112,7 +120,7 @@ pub fn run(a: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     if a.online.is_some() {
         c.online = a.online.clone();
     }
-    let report = train_student(&c, &global.device()?)
+    let report = super::train_step::train(&c, &global.device()?)
         .with_context(|| format!("train from {}", c.cache.display()))?;
     super::print_json(&report)?;
     Ok(())

@@ -49,6 +49,9 @@ pub struct BiLstmConfig {
     pub dropout: f64,
     /// The padding id.
     pub pad_token_id: u32,
+    /// Class names by id (the task teacher's), as in a Hugging Face config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Default for BiLstmConfig {
@@ -63,6 +66,7 @@ impl Default for BiLstmConfig {
             siamese: false,
             dropout: 0.1,
             pad_token_id: 0,
+            id2label: None,
         }
     }
 }

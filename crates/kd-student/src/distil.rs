@@ -42,6 +42,13 @@ pub struct StudentSpec {
     /// What the student predicts: `mlm` (masked tokens) or `classifier` (the classes of the
     /// task whose teacher wrote the cache, with that teacher's labels).
     pub head: HeadKind,
+    /// Or a BiLSTM student (Tang et al.): the settings kd-lstm's `BiLstmConfig` reads
+    /// (`hidden_size`, `embedding_size`, `mlp_hidden_size`, `dropout`, `siamese`) plus
+    /// `copy_embeddings` (start from the teacher's word-piece embeddings), over the vocabulary
+    /// and tokenizer of `teacher`. Built by the `kd` CLI, which links kd-lstm; library users
+    /// build the student and call [`run_distil_student`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bilstm: Option<serde_json::Value>,
 }
 
 /// The head of a student.
@@ -221,6 +228,13 @@ pub fn build_student_with_head(
 
 /// Builds the student and trains it (see [`run_distil`]).
 pub fn train_student(cfg: &DistilConfig, device: &Device) -> Result<DistilReport> {
+    if cfg.student.bilstm.is_some() {
+        return Err(Error::Config(
+            "student.bilstm: a BiLSTM student is built by the kd CLI (kd train, kd run); from \
+             the library, build it with kd-lstm and call run_distil_student"
+                .into(),
+        ));
+    }
     let head = student_head(&cfg.student, &cfg.cache)?;
     let (student, tokenizer_dir) =
         build_student_with_head(&cfg.student, &head, cfg.train.seed, device)?;
