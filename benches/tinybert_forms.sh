@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Does the storage form of the attention targets change what a TinyBERT student learns?
-# Writes four caches of the same masked sequences that differ only in how the attention of
-# teacher layers 2, 4, 6 is stored (maps f32, maps f16, Q/K f16, Q/K int8; hidden states of
-# 0, 2, 4, 6 at f16 in all), trains the 3 x 192 student from each with SEEDS student seeds, and
+# Writes caches of the same masked sequences that differ only in how the targets are stored:
+# the attention of teacher layers 2, 4, 6 as maps f32, maps f16, Q/K f16, Q/K int8 (hidden states
+# of 0, 2, 4, 6 at f16), and the smallest set, hidden states and attention inputs at int8
+# (`input-int8`); trains the 3 x 192 student from each with SEEDS student seeds, and
 # evaluates every student on one held-out cache (f32 maps) layer by layer. Prints, per form, the
 # held-out hidden MSE, attention-score MSE and attention KL (means over the mapped layers) with
 # their mean and spread over seeds: forms agree when their differences are within the spread.
@@ -21,8 +22,10 @@ kd="$CARGO_TARGET_DIR/release/kd"
 out=${KD_BENCH_OUT:-$(mktemp -d)}
 mkdir -p "$out"
 hidden="hidden:0,2,4,6@f16"
-declare -A forms=([maps-f32]="attention:2,4,6@f32" [maps-f16]="attention:2,4,6@f16"
-  [qk-f16]="attention-qk:2,4,6@f16" [qk-int8]="attention-qk:2,4,6@int8")
+declare -A forms=([maps-f32]="$hidden,attention:2,4,6@f32" [maps-f16]="$hidden,attention:2,4,6@f16"
+  [qk-f16]="$hidden,attention-qk:2,4,6@f16" [qk-int8]="$hidden,attention-qk:2,4,6@int8"
+  [input-int8]="hidden:0,2,4,6@int8,attention-input:2,4,6@int8")
+names=(maps-f32 maps-f16 qk-f16 qk-int8 input-int8)
 [[ -d $out/heldout ]] || "$kd" precompute --teacher "$teacher" --corpus assets/sotu --heldout-docs 12 \
   --split heldout --max-sequences 200 --seed 1234 --targets "$hidden,attention:2,4,6@f32" \
   --out "$out/heldout" >/dev/null
@@ -41,9 +44,9 @@ map = "uniform"
 lr = 1e-3
 warmup_fraction = 0.1
 TOML
-for form in maps-f32 maps-f16 qk-f16 qk-int8; do
+for form in "${names[@]}"; do
   [[ -d $out/cache-$form ]] || "$kd" precompute --teacher "$teacher" --corpus assets/sotu \
-    --heldout-docs 12 --split train --max-sequences "$sequences" --targets "$hidden,${forms[$form]}" \
+    --heldout-docs 12 --split train --max-sequences "$sequences" --targets "${forms[$form]}" \
     --out "$out/cache-$form" >/dev/null
   for ((s = 0; s < seeds; s++)); do
     run="$out/$form-seed$s"
@@ -55,12 +58,13 @@ for form in maps-f32 maps-f16 qk-f16 qk-int8; do
       --projections "$run/projections.safetensors" --json > "$run/eval.json"
   done
 done
-python3 - "$out" "$seeds" <<'PY'
+python3 - "$out" "$seeds" "${names[@]}" <<'PY'
 import json, os, statistics, sys
-out, seeds = sys.argv[1], int(sys.argv[2])
-du = lambda p: sum(os.path.getsize(os.path.join(p, f)) for f in os.listdir(p) if f.startswith("shard-"))
+out, seeds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+du = lambda p: sum(os.path.getsize(os.path.join(p, f)) for f in os.listdir(p)
+                   if f.startswith("shard-") or f == "attention_weights.safetensors")
 rows = {}
-for form in ["maps-f32", "maps-f16", "qk-f16", "qk-int8"]:
+for form in names:
     vals = {"hidden_mse": [], "attention_mse": [], "attention_kl": []}
     for s in range(seeds):
         layers = json.load(open(os.path.join(out, f"{form}-seed{s}", "eval.json")))["layer_metrics"]
