@@ -49,7 +49,8 @@ pub struct AugmentArgs {
     /// Seed of every draw (same seed, same bytes).
     #[arg(long)]
     seed: Option<u64>,
-    /// Augment only the first N examples.
+    /// Augment only the first N examples, in file order (the movie-review file lists positive
+    /// reviews first).
     #[arg(long)]
     limit: Option<usize>,
     /// Teacher with an MLM head (tinybert).

@@ -71,7 +71,9 @@ pub struct AugmentConfig {
     pub copies: usize,
     /// Seed of every draw; the same seed writes the same bytes.
     pub seed: u64,
-    /// Augment only the first this-many examples.
+    /// Augment only the first this-many examples, in file order (for a quick look: files
+    /// sorted by label, as the movie-review file lists positive reviews first, would give a
+    /// one-sided transfer set).
     pub limit: Option<usize>,
     /// Teacher with an MLM head (`tinybert`).
     pub teacher: Option<PathBuf>,
