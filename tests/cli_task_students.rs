@@ -193,6 +193,22 @@ fn a_bilstm_student_trains_from_the_logits_cache_resumes_exactly_and_predicts() 
         run(&mut train(&dir.path().join("d"))),
         &["student.bilstm.vocab_size comes from the teacher"],
     );
+    // A pair (siamese) model on a single-text task, and a teacher whose vocabulary is not the
+    // one the transfer set was tokenized with.
+    std::fs::write(
+        &settings,
+        BILSTM.replace("hidden_size = 24", "hidden_size = 24\nsiamese = true"),
+    )
+    .unwrap();
+    fails_with(run(&mut train(&dir.path().join("e"))), &["segment"]);
+    std::fs::write(&settings, BILSTM).unwrap();
+    fails_with(
+        run(&mut kd(
+            "train --cache {} --teacher {} --bilstm --config {} --out {}",
+            &[&cache, &asset("minilm"), &settings, &dir.path().join("f")],
+        )),
+        &["tokenizer"],
+    );
 }
 
 #[test]
