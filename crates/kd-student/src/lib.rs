@@ -27,6 +27,7 @@ pub mod init;
 pub mod layer_map;
 pub mod loss_spec;
 pub mod loss_terms;
+mod loss_terms_attention;
 mod loss_terms_input;
 pub mod online;
 pub mod projections;

@@ -114,5 +114,5 @@ pub(crate) fn teacher_scores_from_input(
         .broadcast_add(bk)?
         .reshape((b, l, 1, heads, d))?;
     let qk = Tensor::cat(&[&q, &k], 2)?;
-    crate::loss_terms::scores_of_qk(&qk, real, inp.device)
+    crate::loss_terms_attention::scores_of_qk(&qk, real, inp.device)
 }
