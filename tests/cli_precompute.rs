@@ -207,7 +207,8 @@ fn classifier_logits_on_task_data_match_the_model() {
     let model = cls.join("model");
     let out = tmp.path().join("logits");
     ok(output(&mut kd(
-        "precompute --teacher {} --movie-reviews {} --task-split dev --targets logits --out {}",
+        "precompute --teacher {} --movie-reviews {} --task-split dev --targets logits \
+         --rows-per-shard 256 --out {}",
         &[&model, &reviews, &out],
     )));
 
@@ -241,6 +242,20 @@ fn classifier_logits_on_task_data_match_the_model() {
         if longest.as_ref().is_none_or(|l| rec.len() > l.len()) {
             longest = Some(rec);
         }
+    }
+    // The review file lists positive reviews first; the cache stores the examples in a seeded
+    // order, so every shard (a training window's source) holds both classes alike.
+    for s in 0..reader.num_shards() {
+        let range = reader.shard_range(s);
+        let positive = range
+            .clone()
+            .filter(|&i| reader.get(i).unwrap().label == Some(Label::Class(1)))
+            .count();
+        let share = positive as f64 / range.len() as f64;
+        assert!(
+            (0.3..=0.7).contains(&share),
+            "shard {s}: {share:.2} positive"
+        );
     }
 
     // The model on the longest record alone gives the stored logits.

@@ -2,6 +2,7 @@
 //! held-out split, optionally sampled) or a split of a task dataset.
 
 use crate::{Error, Result};
+use kd_core::rng::{below_by_canon, shuffle_with, SeedHash};
 use kd_data::{
     encode_dataset, pack_corpus, Corpus, CorpusFormat, PackConfig, TaskData, TaskSplit, TextEncoder,
 };
@@ -55,6 +56,11 @@ pub struct SourceConfig {
     pub task_split: TaskSplit,
     /// Longest sequence.
     pub max_len: usize,
+    /// Write the sequences in a seeded random order (the default) rather than in file order.
+    /// Training streams contiguous windows of a cache, so a file sorted by label or topic
+    /// (review sets often list one class first) would otherwise feed one class for hundreds
+    /// of steps; each record keeps its file position as its id.
+    pub shuffle: bool,
 }
 
 impl Default for SourceConfig {
@@ -69,6 +75,7 @@ impl Default for SourceConfig {
             task: None,
             task_split: TaskSplit::Train,
             max_len: 128,
+            shuffle: true,
         }
     }
 }
@@ -98,7 +105,7 @@ impl SourceConfig {
         }
     }
 
-    /// Loads, tokenizes and selects the sequences.
+    /// Loads, tokenizes and selects the sequences, in the order the cache stores them.
     pub fn load(&self, encoder: &TextEncoder, seed: u64) -> Result<Vec<Sequence>> {
         let mut seqs = match &self.task {
             Some(task) => self.load_task(task, encoder)?,
@@ -114,6 +121,12 @@ impl SourceConfig {
         }
         if seqs.is_empty() {
             return Err(Error::Config("no sequence to precompute".into()));
+        }
+        if self.shuffle {
+            let mut rng = SeedHash::tagged(b"kd-precompute/order/v1\0")
+                .u64(seed)
+                .rng();
+            shuffle_with(&mut seqs, &mut rng, below_by_canon);
         }
         Ok(seqs)
     }

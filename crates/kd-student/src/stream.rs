@@ -1,4 +1,4 @@
-//! Streaming a cache for training: the plan of an epoch (which masked view, shard order,
+//! Streaming a cache for training: the plan of an epoch (which masked view, window order,
 //! shuffle windows, length-grouped batches), a pure function of (seed, epoch) so resumed runs
 //! see the same order, and a thread that decodes ahead with bounded memory.
 
@@ -120,38 +120,41 @@ impl CachePlan {
             .sum()
     }
 
-    /// The windows of training epoch `epoch`: the shards of masked view `epoch % views` in a
-    /// seeded order, each cut into windows of `window_records`; in each window records are
-    /// sorted by length, cut into batches, and the batches shuffled.
+    /// The windows of training epoch `epoch`: the shards of masked view `epoch % views`, each
+    /// cut into windows of `window_records`, every window of the view in one seeded order (so
+    /// consecutive windows come from different shards and length bands); in each window records
+    /// are sorted by length, cut into batches, and the batches shuffled.
     pub fn epoch_windows(&self, seed: u64, epoch: u64, cfg: &StreamConfig) -> Vec<Window> {
         let view = (epoch % u64::from(self.cache_epochs)) as u32;
-        let mut shards: Vec<usize> = (0..self.shard_epochs.len())
-            .filter(|&s| self.shard_epochs[s] == view)
-            .collect();
-        shuffle(&mut shards, &mut rng_for(seed, epoch, b"shards"));
-        let mut rng = rng_for(seed, epoch, b"batches");
-        let mut windows = Vec::new();
-        for s in shards {
+        let mut spans = Vec::new();
+        for s in (0..self.shard_epochs.len()).filter(|&s| self.shard_epochs[s] == view) {
             let range = self.reader.shard_range(s);
             let mut start = range.start;
             while start < range.end {
                 let end = (start + cfg.window_records.max(1)).min(range.end);
-                let mut idx: Vec<usize> = (start..end).collect();
+                spans.push((s, start..end));
+                start = end;
+            }
+        }
+        shuffle(&mut spans, &mut rng_for(seed, epoch, b"windows"));
+        let mut rng = rng_for(seed, epoch, b"batches");
+        spans
+            .into_iter()
+            .map(|(s, records)| {
+                let mut idx: Vec<usize> = records.clone().collect();
                 idx.sort_by_key(|&i| (self.lengths[i], i));
                 let mut batches: Vec<Vec<usize>> = idx
                     .chunks(cfg.batch_size.max(1))
                     .map(<[usize]>::to_vec)
                     .collect();
                 shuffle(&mut batches, &mut rng);
-                windows.push(Window {
+                Window {
                     shard: s,
-                    records: start..end,
+                    records,
                     batches,
-                });
-                start = end;
-            }
-        }
-        windows
+                }
+            })
+            .collect()
     }
 }
 
