@@ -7,6 +7,7 @@
 //! shards, and the final cache is byte-identical to an uninterrupted run. `manifest.json` is
 //! written last.
 
+use crate::mismatch;
 use crate::plan::{parse_part, part_range, plan_shards, ShardPlan};
 use crate::sources::{Sequence, SourceConfig};
 use crate::{Error, Result};
@@ -106,6 +107,9 @@ pub struct PrecomputeReport {
 struct Progress {
     fingerprint: String,
     done: BTreeMap<usize, ShardInfo>,
+    /// The manifest (without shards) the fingerprint is of, to name what differs on a refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    described: Option<Manifest>,
 }
 
 const PROGRESS_FILE: &str = "progress.json";
@@ -122,7 +126,7 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
     // Held until the run ends: a second run into the same folder is refused, naming this one.
     let _lock = kd_train::DirLock::acquire(&cfg.out, "kd precompute")
         .map_err(|e| Error::Config(e.to_string()))?;
-    let opened = open_inputs(cfg, &checked.spec, device)?;
+    let opened = open_inputs(cfg, &checked, device)?;
     let mut manifest = describe_cache(cfg, &checked, &opened)?;
     // The query/key weights of attention-input layers, stored once beside the shards.
     let weights = kd_teacher::targets::attention_weights(&opened.teacher, &checked.spec)?;
@@ -130,10 +134,10 @@ pub fn run_precompute(cfg: &PrecomputeConfig, device: &Device) -> Result<Precomp
         manifest.attention_weights = Some(kd_cache::attention_input::side_file(w)?.0);
     }
     let fingerprint = sha256_hex(manifest.to_json()?.as_bytes());
-    if let Some(existing) = finished_cache(cfg, &fingerprint)? {
+    if let Some(existing) = finished_cache(cfg, &manifest, &fingerprint)? {
         return Ok(report(&cfg.out, &existing, 0, 0, started));
     }
-    let progress = resume_progress(cfg, fingerprint)?;
+    let progress = resume_progress(cfg, &manifest, fingerprint)?;
     if let Some((_, r, json)) = &opened.counts {
         kd_core::fs::write_atomic(&cfg.out.join(&r.file), json.as_bytes())?;
     }
@@ -207,7 +211,8 @@ struct Opened {
 
 /// Loads the teacher with the heads `spec` needs, its tokenizer and the sequences; creates the
 /// output folder; builds the masker (corpus input only).
-fn open_inputs(cfg: &PrecomputeConfig, spec: &TargetSpec, device: &Device) -> Result<Opened> {
+fn open_inputs(cfg: &PrecomputeConfig, checked: &Checked, device: &Device) -> Result<Opened> {
+    let (spec, teacher_cfg) = (&checked.spec, &checked.teacher_cfg);
     let options = kd_teacher::targets::teacher_load_options(spec, device);
     let loaded =
         load_model(&cfg.teacher, &options).map_err(|e| match (&e, options.architecture) {
@@ -223,7 +228,10 @@ fn open_inputs(cfg: &PrecomputeConfig, spec: &TargetSpec, device: &Device) -> Re
     let teacher = loaded.inference_model()?;
     let tokenizer = load_tokenizer(&cfg.teacher)?;
     let encoder = TextEncoder::new(&tokenizer)?;
-    let sequences = cfg.source.load(&encoder, cfg.seed)?;
+    let classes = spec
+        .logits
+        .then(|| crate::labels::teacher_classes(teacher_cfg));
+    let sequences = cfg.source.load(&encoder, cfg.seed, classes.as_deref())?;
     let corpus_mode = cfg.source.task.is_none();
 
     std::fs::create_dir_all(&cfg.out)
@@ -313,7 +321,11 @@ fn describe_cache(cfg: &PrecomputeConfig, checked: &Checked, opened: &Opened) ->
 
 /// The finished cache in `out` when it is this configuration's; an error when it is another's;
 /// `None` when there is none.
-fn finished_cache(cfg: &PrecomputeConfig, fingerprint: &str) -> Result<Option<Manifest>> {
+fn finished_cache(
+    cfg: &PrecomputeConfig,
+    described: &Manifest,
+    fingerprint: &str,
+) -> Result<Option<Manifest>> {
     if !Manifest::path(&cfg.out).exists() {
         return Ok(None);
     }
@@ -323,15 +335,21 @@ fn finished_cache(cfg: &PrecomputeConfig, fingerprint: &str) -> Result<Option<Ma
     if sha256_hex(bare.to_json()?.as_bytes()) == fingerprint {
         return Ok(Some(existing));
     }
-    Err(Error::Config(format!(
-        "{} holds a finished cache of a different configuration; choose another --out",
-        cfg.out.display()
+    let why = mismatch::differences(&bare, described);
+    Err(Error::Config(mismatch::refusal(
+        &cfg.out,
+        "finished cache",
+        &why,
     )))
 }
 
 /// The shards an unfinished run of this configuration already wrote (none on a fresh start);
 /// an error when `out` holds an unfinished run of another configuration.
-fn resume_progress(cfg: &PrecomputeConfig, fingerprint: String) -> Result<Progress> {
+fn resume_progress(
+    cfg: &PrecomputeConfig,
+    described: &Manifest,
+    fingerprint: String,
+) -> Result<Progress> {
     let progress_path = cfg.out.join(PROGRESS_FILE);
     let mut progress: Progress = match std::fs::read_to_string(&progress_path) {
         Ok(text) => serde_json::from_str(&text)
@@ -339,12 +357,19 @@ fn resume_progress(cfg: &PrecomputeConfig, fingerprint: String) -> Result<Progre
         Err(_) => Progress::default(),
     };
     if !progress.done.is_empty() && progress.fingerprint != fingerprint {
-        return Err(Error::Config(format!(
-            "{} holds an unfinished run of a different configuration; choose another --out",
-            cfg.out.display()
+        let why = progress
+            .described
+            .as_ref()
+            .map(|old| mismatch::differences(old, described))
+            .unwrap_or_default();
+        return Err(Error::Config(mismatch::refusal(
+            &cfg.out,
+            "unfinished run",
+            &why,
         )));
     }
     progress.fingerprint = fingerprint;
+    progress.described = Some(described.clone());
     Ok(progress)
 }
 

@@ -105,10 +105,17 @@ impl SourceConfig {
         }
     }
 
-    /// Loads, tokenizes and selects the sequences, in the order the cache stores them.
-    pub fn load(&self, encoder: &TextEncoder, seed: u64) -> Result<Vec<Sequence>> {
+    /// Loads, tokenizes and selects the sequences, in the order the cache stores them. With
+    /// `classes` (a classifier teacher's class names in id order) task labels are checked
+    /// against them and named labels take the teacher's ids.
+    pub fn load(
+        &self,
+        encoder: &TextEncoder,
+        seed: u64,
+        classes: Option<&[String]>,
+    ) -> Result<Vec<Sequence>> {
         let mut seqs = match &self.task {
-            Some(task) => self.load_task(task, encoder)?,
+            Some(task) => self.load_task(task, encoder, classes)?,
             None => self.load_corpus(encoder)?,
         };
         if let Some(max) = self.max_sequences {
@@ -166,11 +173,19 @@ impl SourceConfig {
             .collect())
     }
 
-    fn load_task(&self, task: &TaskData, encoder: &TextEncoder) -> Result<Vec<Sequence>> {
-        let data = task
+    fn load_task(
+        &self,
+        task: &TaskData,
+        encoder: &TextEncoder,
+        classes: Option<&[String]>,
+    ) -> Result<Vec<Sequence>> {
+        let mut data = task
             .load()
             .and_then(|splits| splits.take(self.task_split))
             .map_err(|e| Error::Config(e.to_string()))?;
+        if let Some(classes) = classes {
+            crate::labels::align_to_teacher(&mut data, classes)?;
+        }
         let encoded = encode_dataset(&data, encoder, self.max_len)?;
         Ok(encoded
             .into_iter()

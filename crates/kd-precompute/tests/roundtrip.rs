@@ -351,7 +351,9 @@ fn check_cache(dir: &Path, cfg: &PrecomputeConfig, arch: Architecture) -> MaxErr
         .masking
         .clone()
         .expect("a corpus cache records its masking");
-    let seqs = source.load(&encoder, masking.seed).expect("sequences");
+    let seqs = source
+        .load(&encoder, masking.seed, None)
+        .expect("sequences");
     assert_eq!(
         reader.len(),
         seqs.len() * m.epochs as usize,
