@@ -63,7 +63,7 @@ fn bare_forward(teacher: &Path) -> anyhow::Result<f64> {
     let enc = kd_data::TextEncoder::new(&tok)?;
     let seqs = config(teacher, PathBuf::new(), "hidden:last")
         .source
-        .load(&enc, 0)?;
+        .load(&enc, 0, None)?;
     let mut order: Vec<usize> = (0..seqs.len()).collect();
     order.sort_by_key(|&i| seqs[i].input_ids.len());
     let start = Instant::now();
