@@ -137,3 +137,70 @@ fn task_caches_refuse_unknown_labels_and_changed_transfer_sets() {
     );
     assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), manifest);
 }
+
+/// A transfer set from `kd augment` carries a provenance record; a cache precomputed over it
+/// copies the record (method, settings, input checksum) into its manifest, and a cache over
+/// an edited transfer set does not claim it.
+#[test]
+fn the_cache_manifest_records_the_augmentation_of_its_transfer_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let teacher = classifier(dir);
+    let task = dir.join("task.jsonl");
+    let rows: Vec<String> = [
+        ("a gorgeous and witty film about a family", 1),
+        ("dull, lifeless and far too long", 0),
+        ("the actors are wonderful in this story", 1),
+    ]
+    .iter()
+    .map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string())
+    .collect();
+    std::fs::write(&task, rows.join("\n") + "\n").unwrap();
+    let transfer = dir.join("transfer.jsonl");
+    ok(kd(
+        "augment --input {} --method tang --copies 2 --seed 7 --lexicon {} --out {}",
+        &[&task, &asset("pos/lexicon.js"), &transfer],
+    )
+    .output()
+    .unwrap());
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("transfer.jsonl.provenance.json")).unwrap())
+            .unwrap();
+    let task_sha = kd_core::fs::sha256_file(&task).unwrap();
+    assert_eq!(record["input_sha256"], task_sha.as_str());
+    assert_eq!(
+        record["sha256"],
+        kd_core::fs::sha256_file(&transfer).unwrap().as_str()
+    );
+    assert_eq!(record["settings"]["method"], "tang");
+    assert_eq!(record["settings"]["copies"], 2);
+    assert_eq!(record["settings"]["seed"], 7);
+
+    let cfg = dir.join("precompute.toml");
+    let text = format!(
+        "targets = \"logits\"\n[source]\nmax_len = 32\n[source.task]\nkind = \"files\"\n\
+         train = {:?}\ndev = {:?}\ntext = \"text\"\nlabel = \"label\"\nlabel_kind = \"class\"\n",
+        transfer.display().to_string(),
+        task.display().to_string()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let manifest_of = |out: &Path| -> serde_json::Value {
+        ok(kd(
+            "precompute --teacher {} --config {} --out {}",
+            &[&teacher, &cfg, out],
+        )
+        .output()
+        .unwrap());
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap()
+    };
+    let m = manifest_of(&dir.join("cache"));
+    let key = transfer.display().to_string();
+    let recorded = &m["extra"]["provenance"][key.as_str()];
+    assert_eq!(recorded, &record, "{m}");
+
+    let mut edited = std::fs::read_to_string(&transfer).unwrap();
+    edited.push_str("{\"text\": \"one more\", \"label\": 0}\n");
+    std::fs::write(&transfer, edited).unwrap();
+    let m = manifest_of(&dir.join("cache-edited"));
+    assert!(m["extra"].get("provenance").is_none(), "{m}");
+}

@@ -351,6 +351,7 @@ pub fn run_augment(cfg: &AugmentConfig, device: &Device) -> Result<AugmentReport
         c.write(&parquet_path(&cfg.out), &data, kind)?;
     }
     guard.commit()?;
+    write_provenance(cfg)?;
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let report = AugmentReport {
@@ -365,6 +366,21 @@ pub fn run_augment(cfg: &AugmentConfig, device: &Device) -> Result<AugmentReport
     };
     progress.println(report.to_string());
     Ok(report)
+}
+
+/// Records beside the transfer set what wrote it (settings, input and output checksums), so
+/// a cache precomputed over it can carry the augmentation settings in its manifest.
+fn write_provenance(cfg: &AugmentConfig) -> Result<()> {
+    let record = kd_data::Provenance {
+        tool: format!("kd augment {}", env!("CARGO_PKG_VERSION")),
+        input: cfg.input.display().to_string(),
+        input_sha256: kd_core::fs::sha256_file(&cfg.input)?,
+        sha256: kd_core::fs::sha256_file(&cfg.out)?,
+        settings: serde_json::to_value(cfg).expect("settings serialise"),
+    };
+    let json = serde_json::to_string_pretty(&record).expect("provenance serialises");
+    kd_core::fs::write_atomic(&kd_data::provenance_path(&cfg.out), json.as_bytes())?;
+    Ok(())
 }
 
 /// Where the Parquet copy of the transfer set `out` goes: `out` with the extension `.parquet`.

@@ -12,6 +12,7 @@
 //!   read into train/dev/test.
 //! - [`encode`]: `[CLS] a [SEP] b [SEP]` encoding of task examples.
 //! - [`movie_reviews`]: the movie-review sentiment set with its fixed split.
+//! - [`provenance`]: the record beside a derived task file (transfer set) of what wrote it.
 //! - [`masking`]: deterministic MLM masking (80/10/10, optional frequency
 //!   smoothing) and token counts.
 //! - [`batch`]: padding, attention masks, MLM positions and length-grouped
@@ -34,6 +35,7 @@ pub mod masking;
 pub mod movie_reviews;
 pub mod packing;
 pub mod parquet_corpus;
+pub mod provenance;
 pub mod task;
 pub mod task_data;
 pub mod text;
@@ -46,6 +48,7 @@ pub use error::{DataError, Result};
 pub use masking::{mask_rng, MaskAction, MaskConfig, MaskedSequence, Masker, TokenCounts};
 pub use movie_reviews::{load_movie_reviews, MovieReview, MovieReviews, Split};
 pub use packing::{pack_corpus, CutRule, PackConfig, PackStats, Packed, PackedSequence};
+pub use provenance::{provenance_path, read_provenance, Provenance};
 pub use task::{
     read_task, read_task_with_labels, ColumnRef, Label, LabelKind, TaskDataset, TaskExample,
     TaskFormat, TaskSpec,

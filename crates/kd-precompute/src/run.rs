@@ -310,6 +310,22 @@ fn describe_cache(cfg: &PrecomputeConfig, checked: &Checked, opened: &Opened) ->
         "source".into(),
         serde_json::to_value(&cfg.source).expect("source serialises"),
     );
+    let provenance = manifest
+        .corpus
+        .iter()
+        .filter_map(|f| {
+            kd_data::read_provenance(Path::new(&f.path), &f.sha256)
+                .map_err(|e| Error::Config(e.to_string()))
+                .transpose()
+                .map(|r| r.map(|r| (f.path.clone(), r)))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    if !provenance.is_empty() {
+        manifest.extra.insert(
+            "provenance".into(),
+            serde_json::to_value(provenance).expect("provenance serialises"),
+        );
+    }
     manifest
         .extra
         .insert("vocab_size".into(), opened.encoder.vocab_size().into());
