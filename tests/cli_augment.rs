@@ -59,6 +59,47 @@ fn tang_on_movie_reviews_is_seeded_and_reports_its_counts() {
     assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
 }
 
+/// `--sample N` draws a seeded sample spread over the file (both classes of the review file,
+/// which lists positive reviews first), keeps file order and file positions, and each sampled
+/// example gets the copies a full run gives it; `--limit` and `--sample` together are refused.
+#[test]
+fn a_seeded_sample_spans_the_file_and_draws_the_full_runs_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sample, full) = (dir.path().join("s.jsonl"), dir.path().join("f.jsonl"));
+    let lex = asset("pos/lexicon.js");
+    let line = "augment --input {} --split train --method tang --lexicon {} --copies 2 --seed 5 \
+                --sample 40 --out {}";
+    let report: Value =
+        serde_json::from_str(&ok(kd(line, &[&movie(), &lex, &sample]).output().unwrap())).unwrap();
+    assert_eq!(report["examples_in"], 40);
+    let rows = lines(&sample);
+    let ids: Vec<u64> = rows
+        .iter()
+        .filter(|r| r["method"] == "original")
+        .map(|r| r["source_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 40);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(*ids.last().unwrap() > 4000, "{ids:?}");
+    let labels: std::collections::BTreeSet<String> =
+        rows.iter().map(|r| r["label"].to_string()).collect();
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    ok(
+        kd(&line.replace("--sample 40 ", ""), &[&movie(), &lex, &full])
+            .output()
+            .unwrap(),
+    );
+    let full = lines(&full);
+    for r in &rows {
+        assert!(full.contains(r), "{r} is not in the full run");
+    }
+    let both = line.replace("--sample 40", "--sample 40 --limit 5");
+    fails_with(
+        kd(&both, &[&movie(), &lex, &sample]).output().unwrap(),
+        &["limit and sample"],
+    );
+}
+
 #[test]
 fn tinybert_with_an_mlm_teacher_and_as_a_pipeline_step() {
     let dir = tempfile::tempdir().unwrap();

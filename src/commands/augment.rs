@@ -50,9 +50,12 @@ pub struct AugmentArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Augment only the first N examples, in file order (the movie-review file lists positive
-    /// reviews first).
+    /// reviews first: --sample draws across the file).
     #[arg(long)]
     limit: Option<usize>,
+    /// Augment a seeded sample of N examples (drawn with --seed, kept in file order)
+    #[arg(long, value_name = "N")]
+    sample: Option<usize>,
     /// Teacher with an MLM head (tinybert).
     #[arg(long, value_name = "DIR")]
     teacher: Option<PathBuf>,
@@ -88,6 +91,7 @@ pub fn run(a: &AugmentArgs, global: &GlobalArgs) -> Result<()> {
     c.copies = a.copies.unwrap_or(c.copies);
     c.seed = a.seed.unwrap_or(c.seed);
     c.limit = a.limit.or(c.limit);
+    c.sample = a.sample.or(c.sample);
     c.teacher = a.teacher.clone().or(c.teacher);
     c.batch_size = a.batch_size.unwrap_or(c.batch_size);
     c.tinybert.replace_prob = a.replace_prob.unwrap_or(c.tinybert.replace_prob);

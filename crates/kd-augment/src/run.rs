@@ -73,8 +73,12 @@ pub struct AugmentConfig {
     pub seed: u64,
     /// Augment only the first this-many examples, in file order (for a quick look: files
     /// sorted by label, as the movie-review file lists positive reviews first, would give a
-    /// one-sided transfer set).
+    /// one-sided transfer set: `sample` draws across the file).
     pub limit: Option<usize>,
+    /// Or augment a seeded sample of this many examples (drawn with `seed`, written in file
+    /// order; each keeps its file position as `source_id` and draws the copies it would draw
+    /// in a full run).
+    pub sample: Option<usize>,
     /// Teacher with an MLM head (`tinybert`).
     pub teacher: Option<PathBuf>,
     /// Masked inputs per teacher forward pass (`tinybert`).
@@ -102,6 +106,7 @@ impl Default for AugmentConfig {
             copies: 20,
             seed: 0,
             limit: None,
+            sample: None,
             teacher: None,
             batch_size: 32,
             lexicon: PathBuf::from("assets/pos/lexicon.js"),
@@ -189,8 +194,8 @@ impl Augmenter {
     fn copies(
         &mut self,
         cfg: &AugmentConfig,
-        examples: &[TaskExample],
-        first: u64,
+        examples: &[&TaskExample],
+        ids: &[u64],
     ) -> Result<Copies> {
         let method = cfg.method.name().as_bytes();
         let mut out = Vec::with_capacity(examples.len());
@@ -201,7 +206,7 @@ impl Augmenter {
                     let b = ex.text_pair.as_deref().map(|t| TangText::new(t, lexicon));
                     let copies = (0..cfg.copies as u64)
                         .map(|c| {
-                            let mut rng = copy_rng(method, cfg.seed, first + k as u64, c);
+                            let mut rng = copy_rng(method, cfg.seed, ids[k], c);
                             let ta = a.augment(lexicon, &cfg.tang, &mut rng);
                             let tb = b.as_ref().map(|b| b.augment(lexicon, &cfg.tang, &mut rng));
                             (ta, tb)
@@ -234,7 +239,7 @@ impl Augmenter {
                     let b = ex.text_pair.as_ref().map(|_| it.next().expect("pair text"));
                     let copies = (0..cfg.copies as u64)
                         .map(|c| {
-                            let mut rng = copy_rng(method, cfg.seed, first + k as u64, c);
+                            let mut rng = copy_rng(method, cfg.seed, ids[k], c);
                             let ta = a.augment(p, &mut rng);
                             let tb = b.map(|b| b.augment(p, &mut rng));
                             (ta, tb)
@@ -268,6 +273,11 @@ impl AugmentConfig {
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
         }
+        if self.limit.is_some() && self.sample.is_some() {
+            return bad(
+                "limit and sample: give one (the first N examples, or a seeded sample)".into(),
+            );
+        }
         self.tinybert.check().map_err(AugmentError::Setting)?;
         self.tang.check().map_err(AugmentError::Setting)?;
         parse_label_kind(&self.label_kind)?;
@@ -288,10 +298,8 @@ pub fn run_augment(cfg: &AugmentConfig, device: &Device) -> Result<AugmentReport
         label: &cfg.label,
         label_kind: kind,
     };
-    let mut data = read_examples(&cfg.input, &spec)?;
-    if let Some(n) = cfg.limit {
-        data.examples.truncate(n);
-    }
+    let data = read_examples(&cfg.input, &spec)?;
+    let selected = selected_examples(cfg, data.examples.len());
     let mut augmenter = Augmenter::open(cfg, device)?;
     if let Some(dir) = cfg.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|cause| AugmentError::Io {
@@ -305,14 +313,13 @@ pub fn run_augment(cfg: &AugmentConfig, device: &Device) -> Result<AugmentReport
         cause,
     };
     let mut w = BufWriter::new(file);
-    let progress = Progress::new(data.examples.len() as u64, "augment");
+    let progress = Progress::new(selected.len() as u64, "augment");
     let mut columns = cfg.parquet.then(ParquetRows::default);
     let (mut copies_out, mut duplicates, mut rows) = (0, 0, 0);
-    for (step, chunk) in data.examples.chunks(EXAMPLES_PER_STEP).enumerate() {
-        let first = (step * EXAMPLES_PER_STEP) as u64;
-        let copies = augmenter.copies(cfg, chunk, first)?;
-        for (k, (ex, copies)) in chunk.iter().zip(copies).enumerate() {
-            let id = first + k as u64;
+    for ids in selected.chunks(EXAMPLES_PER_STEP) {
+        let chunk: Vec<&TaskExample> = ids.iter().map(|&i| &data.examples[i as usize]).collect();
+        let copies = augmenter.copies(cfg, &chunk, ids)?;
+        for ((ex, copies), &id) in chunk.iter().zip(copies).zip(ids) {
             let original = (ex.text.as_str(), ex.text_pair.as_deref());
             write_row(&mut w, &data, kind, id, original, "original").map_err(io_err)?;
             if let Some(c) = columns.as_mut() {
@@ -357,15 +364,33 @@ pub fn run_augment(cfg: &AugmentConfig, device: &Device) -> Result<AugmentReport
     let report = AugmentReport {
         method: cfg.method.name().into(),
         out: cfg.out.clone(),
-        examples_in: data.examples.len(),
+        examples_in: selected.len(),
         copies_out,
         duplicates_dropped: duplicates,
         rows,
         seconds,
-        sentences_per_s: data.examples.len() as f64 / seconds.max(1e-9),
+        sentences_per_s: selected.len() as f64 / seconds.max(1e-9),
     };
     progress.println(report.to_string());
     Ok(report)
+}
+
+/// The file positions of the examples to augment, ascending: the first `limit`, a seeded
+/// sample of `sample`, or all `n`.
+fn selected_examples(cfg: &AugmentConfig, n: usize) -> Vec<u64> {
+    let mut ids: Vec<u64> = (0..n as u64).collect();
+    if let Some(k) = cfg.sample.filter(|&k| k < n) {
+        let mut rng = kd_core::rng::SeedHash::tagged(b"kd-augment/sample/v1\0")
+            .u64(cfg.seed)
+            .rng();
+        kd_core::rng::shuffle_with(&mut ids, &mut rng, kd_core::rng::below_by_canon);
+        ids.truncate(k);
+        ids.sort_unstable();
+    }
+    if let Some(k) = cfg.limit {
+        ids.truncate(k);
+    }
+    ids
 }
 
 /// Records beside the transfer set what wrote it (settings, input and output checksums), so
