@@ -3,14 +3,18 @@
 //! ```json
 //! {
 //!   "model_type": "kd-bilstm",   // always this value: marks the directory as a kd BiLSTM
-//!   "vocab_size": 30522,         // rows of the embedding table (the teacher's word pieces)
+//!   "vocab_size": 30522,         // rows of the embedding table
+//!   "vocabulary": "teacher",     // the rows: "teacher" (every word piece of the teacher) or
+//!                                // "transfer_set" (the pieces seen in the transfer set and the
+//!                                // special tokens; vocab_map.json maps teacher ids to rows,
+//!                                // others read the [UNK] row: see crate::vocab)
 //!   "embedding_size": 384,       // E: the teacher's hidden size when copied from it
 //!   "hidden_size": 150,          // H: LSTM units per direction
 //!   "mlp_hidden_size": 200,      // width of the ReLU layer before the logits
 //!   "num_labels": 2,             // classes
 //!   "siamese": false,            // sentence pairs: encode both sides, features [h1, h2, h1*h2, |h1-h2|]
 //!   "dropout": 0.1,              // on the embeddings and the pooled features, in training only
-//!   "pad_token_id": 0            // the id padded rows use
+//!   "pad_token_id": 0            // the id padded rows use (a teacher id)
 //! }
 //! ```
 //!
@@ -27,6 +31,35 @@ use std::path::Path;
 /// The value of `model_type`.
 pub const MODEL_TYPE: &str = "kd-bilstm";
 
+/// Which word pieces the embedding table has rows for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Vocabulary {
+    /// Every word piece of the teacher's tokenizer; input ids are rows.
+    #[default]
+    Teacher,
+    /// The pieces of the transfer set and the special tokens; `vocab_map.json` maps input ids
+    /// to rows (see [`crate::vocab`]).
+    TransferSet,
+}
+
+impl Vocabulary {
+    /// The name in `config.json` and in training settings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Vocabulary::Teacher => "teacher",
+            Vocabulary::TransferSet => "transfer_set",
+        }
+    }
+
+    /// The choice named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Vocabulary::Teacher, Vocabulary::TransferSet]
+            .into_iter()
+            .find(|v| v.name() == name)
+    }
+}
+
 /// Sizes and settings of a BiLSTM student (see the module docs for the JSON form).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,6 +68,8 @@ pub struct BiLstmConfig {
     pub model_type: String,
     /// Rows of the embedding table.
     pub vocab_size: usize,
+    /// Which pieces the rows are (the teacher's, or the transfer set's through a map).
+    pub vocabulary: Vocabulary,
     /// Embedding width `E`.
     pub embedding_size: usize,
     /// LSTM units per direction `H` (Tang et al.: 150).
@@ -47,7 +82,7 @@ pub struct BiLstmConfig {
     pub siamese: bool,
     /// Dropout on the embeddings and the pooled features during training.
     pub dropout: f64,
-    /// The padding id.
+    /// The padding id (an input id: the teacher tokenizer's).
     pub pad_token_id: u32,
     /// Class names by id (the task teacher's), as in a Hugging Face config.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,6 +94,7 @@ impl Default for BiLstmConfig {
         Self {
             model_type: MODEL_TYPE.into(),
             vocab_size: 30522,
+            vocabulary: Vocabulary::Teacher,
             embedding_size: 300,
             hidden_size: 150,
             mlp_hidden_size: 200,
@@ -106,7 +142,7 @@ impl BiLstmConfig {
                 self.dropout
             )));
         }
-        if self.pad_token_id as usize >= self.vocab_size {
+        if self.vocabulary == Vocabulary::Teacher && self.pad_token_id as usize >= self.vocab_size {
             return Err(Error::Config(format!(
                 "{origin}: pad_token_id {} is outside the vocabulary of {}",
                 self.pad_token_id, self.vocab_size

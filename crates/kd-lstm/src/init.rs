@@ -1,6 +1,7 @@
 //! Building a BiLSTM student: every parameter drawn from a seeded ChaCha stream of its own
 //! (candle's CPU random init cannot be seeded), with PyTorch's initial distributions, and the
-//! embedding table optionally copied from a teacher's word-piece embeddings.
+//! embedding table optionally copied from a teacher's word-piece embeddings (all of them, or
+//! the rows of a transfer-set vocabulary: [`for_transfer_set`]).
 //!
 //! Draws: `embedding.weight` Normal(0, 1) (`nn.Embedding`); every LSTM tensor
 //! U(-1/sqrt(H), 1/sqrt(H)) (`nn.LSTM`); `mlp.*` and `classifier.*` U(-1/sqrt(in), 1/sqrt(in))
@@ -8,8 +9,9 @@
 //! `SeedHash::tagged(b"kd-lstm/init/v1\0").u64(seed).bytes(name)`, so a parameter's start does
 //! not depend on which other parameters exist.
 
-use crate::config::BiLstmConfig;
+use crate::config::{BiLstmConfig, Vocabulary};
 use crate::model::BiLstmClassifier;
+use crate::vocab::VocabMap;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -76,6 +78,7 @@ pub fn fresh_for_teacher(
     let bert = kd_bert::BertConfig::from_file(&teacher_dir.join("config.json"))?;
     let config = BiLstmConfig {
         vocab_size: bert.vocab_size,
+        vocabulary: Vocabulary::Teacher,
         pad_token_id: bert.pad_token_id,
         ..config.clone()
     };
@@ -92,11 +95,29 @@ pub fn from_teacher(
     seed: u64,
     device: &Device,
 ) -> Result<Built> {
+    let (bert, table) = teacher_table(teacher_dir, device)?;
+    let (v, e) = table.dims2()?;
+    let config = BiLstmConfig {
+        vocab_size: v,
+        vocabulary: Vocabulary::Teacher,
+        embedding_size: e,
+        pad_token_id: bert.pad_token_id,
+        ..config.clone()
+    };
+    let built = fresh(&config, seed, device)?;
+    let vars = built.varmap.data().lock().expect("varmap lock poisoned");
+    vars["embedding.weight"].set(&table.to_dtype(DType::F32)?)?;
+    drop(vars);
+    Ok(built)
+}
+
+/// The teacher's config in `teacher_dir` and its word-piece embedding table `[V, hidden]`.
+fn teacher_table(teacher_dir: &Path, device: &Device) -> Result<(kd_bert::BertConfig, Tensor)> {
     let bert = kd_bert::BertConfig::from_file(&teacher_dir.join("config.json"))?;
     let weights = kd_bert::checkpoint::find_weights(teacher_dir)?;
     let tensors = kd_bert::checkpoint::read_tensors(&weights, device)?;
     let table = tensors
-        .iter()
+        .into_iter()
         .find(|(n, _)| n.strip_prefix("bert.").unwrap_or(n) == TEACHER_EMBEDDINGS)
         .map(|(_, t)| t)
         .ok_or_else(|| Error::Weights {
@@ -115,15 +136,55 @@ pub fn from_teacher(
             ),
         });
     }
+    Ok((bert, table))
+}
+
+/// A fresh model over the transfer set's vocabulary `map` (see [`crate::vocab`]) for the
+/// teacher in `teacher_dir`: one row per kept piece, the teacher's padding id, and the rows
+/// copied from the teacher's word-piece embeddings at `map.piece_ids` when `copy_embeddings`
+/// (then `E` is the teacher's width), else drawn from `seed` at `config.embedding_size`.
+pub fn for_transfer_set(
+    teacher_dir: &Path,
+    config: &BiLstmConfig,
+    map: VocabMap,
+    copy_embeddings: bool,
+    seed: u64,
+    device: &Device,
+) -> Result<Built> {
+    let (bert, table) = if copy_embeddings {
+        let (bert, table) = teacher_table(teacher_dir, device)?;
+        (bert, Some(table))
+    } else {
+        let bert = kd_bert::BertConfig::from_file(&teacher_dir.join("config.json"))?;
+        (bert, None)
+    };
+    let origin = format!("the vocabulary map for {}", teacher_dir.display());
+    if bert.vocab_size != map.teacher_vocab_size {
+        return Err(Error::Config(format!(
+            "{origin}: teacher_vocab_size {} is not the teacher's vocab_size {}",
+            map.teacher_vocab_size, bert.vocab_size
+        )));
+    }
     let config = BiLstmConfig {
-        vocab_size: v,
-        embedding_size: e,
+        vocab_size: map.piece_ids.len(),
+        vocabulary: Vocabulary::TransferSet,
+        embedding_size: match &table {
+            Some(_) => bert.hidden_size,
+            None => config.embedding_size,
+        },
         pad_token_id: bert.pad_token_id,
         ..config.clone()
     };
     let built = fresh(&config, seed, device)?;
-    let vars = built.varmap.data().lock().expect("varmap lock poisoned");
-    vars["embedding.weight"].set(&table.to_dtype(DType::F32)?)?;
-    drop(vars);
-    Ok(built)
+    if let Some(table) = table {
+        let n = map.piece_ids.len();
+        let idx = Tensor::from_vec(map.piece_ids.clone(), n, device)?;
+        let rows = table.index_select(&idx, 0)?.to_dtype(DType::F32)?;
+        let vars = built.varmap.data().lock().expect("varmap lock poisoned");
+        vars["embedding.weight"].set(&rows)?;
+    }
+    Ok(Built {
+        model: built.model.with_vocab_map(map, &origin)?,
+        varmap: built.varmap,
+    })
 }

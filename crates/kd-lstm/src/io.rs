@@ -1,11 +1,13 @@
 //! A BiLSTM student on disk: one directory with `config.json` (see [`crate::config`]),
-//! `model.safetensors` (f32, PyTorch names) and the teacher's tokenizer files. Saving is
+//! `model.safetensors` (f32, PyTorch names), the teacher's tokenizer files and, for a
+//! vocabulary of its own, `vocab_map.json` (see [`crate::vocab`]). Saving is
 //! atomic (a temporary sibling directory replaces the target once complete); loading checks
 //! every tensor's name, dtype and shape against the config.
 
-use crate::config::BiLstmConfig;
+use crate::config::{BiLstmConfig, Vocabulary};
 use crate::init::Built;
 use crate::model::BiLstmClassifier;
+use crate::vocab::{VocabMap, VOCAB_MAP};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -27,13 +29,37 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 }
 
 /// Writes `config`, the parameters of `varmap` and the tokenizer files found in
-/// `tokenizer_from` (see [`kd_bert::checkpoint::TOKENIZER_FILES`]) to `out`, atomically.
+/// `tokenizer_from` (see [`kd_bert::checkpoint::TOKENIZER_FILES`]) to `out`, atomically: a
+/// model with the teacher's vocabulary (see [`save_with_map`] for the other kind).
 pub fn save(
     config: &BiLstmConfig,
     varmap: &VarMap,
     out: &Path,
     tokenizer_from: Option<&Path>,
 ) -> Result<()> {
+    save_with_map(config, None, varmap, out, tokenizer_from)
+}
+
+/// [`save`] with the vocabulary map of a model whose table is the transfer set's (required
+/// exactly when `config.vocabulary` is `transfer_set`), written as `vocab_map.json`.
+pub fn save_with_map(
+    config: &BiLstmConfig,
+    map: Option<&VocabMap>,
+    varmap: &VarMap,
+    out: &Path,
+    tokenizer_from: Option<&Path>,
+) -> Result<()> {
+    match (config.vocabulary, map) {
+        (Vocabulary::Teacher, None) => {}
+        (Vocabulary::TransferSet, Some(m)) => m.validate(config, "the vocabulary map to save")?,
+        (v, m) => {
+            return Err(Error::Config(format!(
+                "a BiLSTM with vocabulary {:?} is saved {} a vocabulary map",
+                v.name(),
+                if m.is_some() { "with" } else { "without" }
+            )))
+        }
+    }
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
     let parent = parent.unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
@@ -44,6 +70,9 @@ pub fn save(
     }
     fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     write_synced(&tmp.join(CONFIG), config.to_json().as_bytes())?;
+    if let Some(m) = map {
+        write_synced(&tmp.join(VOCAB_MAP), m.to_json().as_bytes())?;
+    }
 
     let mut tensors: Vec<(String, Tensor)> = {
         let vars = varmap.data().lock().expect("varmap lock poisoned");
@@ -87,10 +116,22 @@ pub fn expected_shapes(config: &BiLstmConfig) -> Result<BTreeMap<String, Vec<usi
 }
 
 /// Loads the model saved in `dir` onto `device`. Missing, truncated or corrupt files,
-/// tensors of another dtype or shape than the config implies, and missing or unknown tensors
-/// are errors naming the file and the tensor (the first wrong tensor by name).
+/// tensors of another dtype or shape than the config implies, missing or unknown tensors, and
+/// a vocabulary map that does not fit the config are errors naming the file and the tensor
+/// or field (the first wrong tensor by name).
 pub fn load(dir: &Path, device: &Device) -> Result<Built> {
     let config = BiLstmConfig::from_file(&dir.join(CONFIG))?;
+    let map_path = dir.join(VOCAB_MAP);
+    let map = match config.vocabulary {
+        Vocabulary::TransferSet => Some(VocabMap::from_file(&map_path, &config)?),
+        Vocabulary::Teacher if map_path.exists() => {
+            return Err(Error::Config(format!(
+                "{}: {CONFIG} says vocabulary \"teacher\", which has no vocabulary map",
+                map_path.display()
+            )))
+        }
+        Vocabulary::Teacher => None,
+    };
     let path = dir.join(WEIGHTS);
     let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
     let bad = |msg: String| Error::Weights {
@@ -134,6 +175,9 @@ pub fn load(dir: &Path, device: &Device) -> Result<Built> {
         }
     }
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let model = BiLstmClassifier::new(&config, vb)?;
+    let mut model = BiLstmClassifier::new(&config, vb)?;
+    if let Some(map) = map {
+        model = model.with_vocab_map(map, &map_path.display().to_string())?;
+    }
     Ok(Built { model, varmap })
 }

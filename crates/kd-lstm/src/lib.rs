@@ -1,7 +1,9 @@
 //! A BiLSTM student after Tang et al. 2019, "Distilling Task-Specific Knowledge from BERT
 //! into Simple Neural Networks": word embeddings, one bidirectional LSTM layer, max pooling
 //! over time, a ReLU layer and class logits, trained from a teacher cache on the teacher's
-//! logits.
+//! logits. The embedding table has a row for every word piece of the teacher, or
+//! (`vocabulary = "transfer_set"`) only for the pieces seen in the transfer set and the special
+//! tokens, the model mapping the teacher's ids to its rows ([`vocab`]).
 //!
 //! ```
 //! use candle_core::Device;
@@ -31,6 +33,7 @@
 //!   with backpropagation through time.
 //! - [`lstm`]: the bidirectional layer under PyTorch's `nn.LSTM` parameter names.
 //! - [`config`]: `config.json` (its fields and the saved tensor names are documented there).
+//! - [`vocab`]: a vocabulary of the transfer set's pieces and the map to its rows.
 //! - [`model`]: the classifier (single sentences, or siamese over sentence pairs).
 //! - [`init`]: seeded fresh parameters, the embedding table from a teacher.
 //! - [`io`]: the saved directory (config, PyTorch-named weights, tokenizer files).
@@ -46,10 +49,12 @@ pub mod lstm;
 pub mod model;
 pub mod recurrence;
 pub mod student;
+pub mod vocab;
 
-pub use config::BiLstmConfig;
+pub use config::{BiLstmConfig, Vocabulary};
 pub use error::{Error, Result};
 pub use lstm::BiLstm;
 pub use model::BiLstmClassifier;
 pub use recurrence::bilstm_recurrence;
 pub use student::BiLstmStudent;
+pub use vocab::VocabMap;

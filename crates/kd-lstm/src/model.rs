@@ -6,14 +6,18 @@
 //! The inputs are the teacher tokenizer's word pieces as the cache stores them: a sentence is
 //! every real token (`[CLS]` and `[SEP]` included); of a pair `[CLS] a [SEP] b [SEP]`, side 1
 //! is the segment-0 tokens (`[CLS] a [SEP]`) and side 2 the segment-1 tokens (`b [SEP]`).
+//! With a vocabulary of its own (see [`crate::vocab`]) the model maps those ids to its rows
+//! before the embedding lookup, so it reads the teacher tokenizer's ids either way.
 
-use crate::config::BiLstmConfig;
+use crate::config::{BiLstmConfig, Vocabulary};
 use crate::lstm::BiLstm;
+use crate::vocab::VocabMap;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use kd_bert::ForwardCtx;
 use kd_data::Batch;
+use std::sync::Arc;
 
 /// Added to the padded steps before max pooling, so they never win.
 const PAD_SCORE: f32 = -1e30;
@@ -31,6 +35,10 @@ pub struct BiLstmClassifier {
     pub mlp: Linear,
     /// `classifier.{weight, bias}`, `[C, M]`.
     pub classifier: Linear,
+    /// Teacher ids to rows, when the table is the transfer set's.
+    pub vocab_map: Option<VocabMap>,
+    /// The row of each teacher id (from `vocab_map`).
+    rows_of: Option<Arc<Vec<u32>>>,
 }
 
 /// Left-aligned token rows for the encoder: ids `[R, T]` and the real length of each row.
@@ -125,20 +133,49 @@ impl BiLstmClassifier {
             lstm: BiLstm::new(c.embedding_size, c.hidden_size, vb.pp("lstm"))?,
             mlp: linear(c.feature_size(), c.mlp_hidden_size, "mlp")?,
             classifier: linear(c.mlp_hidden_size, c.num_labels, "classifier")?,
+            vocab_map: None,
+            rows_of: None,
+        })
+    }
+
+    /// The model reading its rows through `map` (checked against the config; `origin` names
+    /// where the map came from).
+    pub fn with_vocab_map(mut self, map: VocabMap, origin: &str) -> Result<Self> {
+        map.validate(&self.config, origin)?;
+        self.rows_of = Some(Arc::new(map.lookup()));
+        self.vocab_map = Some(map);
+        Ok(self)
+    }
+
+    /// The embedding rows of input ids: the ids themselves, or through the vocabulary map;
+    /// an id outside the vocabulary the model reads is an error.
+    pub fn rows(&self, ids: &[u32]) -> Result<Vec<u32>> {
+        let (v, rows_of) = match (&self.rows_of, self.config.vocabulary) {
+            (Some(r), _) => (r.len(), Some(r)),
+            (None, Vocabulary::Teacher) => (self.config.vocab_size, None),
+            (None, Vocabulary::TransferSet) => {
+                return Err(Error::Config(
+                    "a BiLSTM with vocabulary \"transfer_set\" needs its vocabulary map".into(),
+                ))
+            }
+        };
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= v) {
+            return Err(Error::Config(format!(
+                "token id {bad} is outside the BiLSTM's vocabulary of {v}"
+            )));
+        }
+        Ok(match rows_of {
+            Some(r) => ids.iter().map(|&id| r[id as usize]).collect(),
+            None => ids.to_vec(),
         })
     }
 
     /// Max-pooled BiLSTM states `[R, 2H]` of encoder rows (only real tokens are embedded).
     pub fn encode(&self, rows: &EncoderRows, ctx: &mut ForwardCtx, dev: &Device) -> Result<Tensor> {
-        let v = self.config.vocab_size;
-        if let Some(&bad) = rows.ids.iter().find(|&&id| id as usize >= v) {
-            return Err(Error::Config(format!(
-                "token id {bad} is outside the BiLSTM's vocabulary of {v}"
-            )));
-        }
         let packed: Vec<u32> = (rows.lengths.iter().enumerate())
             .flat_map(|(r, &len)| rows.ids[r * rows.steps..][..len].iter().copied())
             .collect();
+        let packed = self.rows(&packed)?;
         let n = packed.len();
         let ids = Tensor::from_vec(packed, n, dev)?;
         let x = ctx.dropout(&self.embedding.forward(&ids)?, self.config.dropout)?;

@@ -55,6 +55,22 @@ impl BiLstmStudent {
         Ok(Self::new(built, Some(teacher_dir.to_path_buf()), device))
     }
 
+    /// [`Self::for_teacher`] over the transfer set's vocabulary `map` (see [`crate::vocab`]):
+    /// one embedding row per kept piece, copied from the teacher's rows when
+    /// `copy_embeddings`; the model maps the teacher tokenizer's ids to its rows.
+    pub fn for_transfer_set(
+        teacher_dir: &Path,
+        config: &BiLstmConfig,
+        map: crate::vocab::VocabMap,
+        copy_embeddings: bool,
+        seed: u64,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        let built =
+            crate::init::for_transfer_set(teacher_dir, config, map, copy_embeddings, seed, device)?;
+        Ok(Self::new(built, Some(teacher_dir.to_path_buf()), device))
+    }
+
     /// The student saved in `dir` (its own tokenizer files are copied on the next save).
     pub fn load(dir: &Path, device: &Device) -> crate::Result<Self> {
         let built = crate::io::load(dir, device)?;
@@ -140,8 +156,9 @@ impl Student for BiLstmStudent {
                 }
             }
         }
-        crate::io::save(
+        crate::io::save_with_map(
             &self.model.config,
+            self.model.vocab_map.as_ref(),
             &model_vars,
             dir,
             self.tokenizer_dir.as_deref(),
