@@ -44,8 +44,9 @@ pub struct StudentSpec {
     pub head: HeadKind,
     /// Or a BiLSTM student (Tang et al.): the settings kd-lstm's `BiLstmConfig` reads
     /// (`hidden_size`, `embedding_size`, `mlp_hidden_size`, `dropout`, `siamese`) plus
-    /// `copy_embeddings` (start from the teacher's word-piece embeddings), over the vocabulary
-    /// and tokenizer of `teacher`. Built by the `kd` CLI, which links kd-lstm; library users
+    /// `copy_embeddings` (start from the teacher's word-piece embeddings) and `vocabulary`
+    /// (`teacher`, or `transfer_set`: the pieces seen in the cache, `min_count` times), over
+    /// the tokenizer of `teacher`. Built by the `kd` CLI, which links kd-lstm; library users
     /// build the student and call [`run_distil_student`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bilstm: Option<serde_json::Value>,
