@@ -11,7 +11,9 @@
 //!
 //! [`run_augment`] reads a task file ([`input`]), writes the JSONL transfer set ([`output`]):
 //! the original first, duplicates dropped, `source_id` and `method` columns, every draw from a
-//! ChaCha8 stream per (seed, example, copy) ([`rng`]), so one seed always writes the same bytes.
+//! ChaCha8 stream per (seed, example, copy) ([`rng`]), so one seed always writes the same bytes
+//! (for `tinybert`, at one `batch_size`: another batch shape rounds the teacher's logits
+//! differently, which can reorder candidates at near-ties).
 //!
 //! ```
 //! use kd_augment::{lexicon::Lexicon, tang::{TangSettings, TangText}, rng::copy_rng};
