@@ -184,6 +184,64 @@ fn dry_run_parses_the_default_pipeline_without_running_it() {
     assert!(!tmp.path().join("runs").exists(), "a dry run wrote runs/");
 }
 
+/// Every pipeline the repository ships parses, with the name it declares and a step of each
+/// kind it lists (a typo in one would otherwise surface only when a user runs it).
+#[test]
+fn every_shipped_pipeline_parses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(repo().join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    for name in [
+        "distilbert-quickstart",
+        "sentiment-quickstart",
+        "tinybert-sentiment",
+    ] {
+        assert!(
+            files.iter().any(|f| f.file_stem().unwrap() == name),
+            "{name} not in {files:?}"
+        );
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let value: toml::Value = toml::from_str(&text).unwrap();
+        let out = ok(kd_in(
+            tmp.path(),
+            &["run", "--dry-run", "--no-fetch", file.to_str().unwrap()],
+        ));
+        let name = value["name"].as_str().unwrap();
+        assert!(
+            out.contains(&format!("{name:?}")),
+            "{}: {out}",
+            file.display()
+        );
+        let kinds: Vec<&str> = value["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["kind"].as_str().unwrap())
+            .collect();
+        assert!(!kinds.is_empty(), "{}", file.display());
+        for kind in &kinds {
+            // `finetune_classify` prints as the variant `FinetuneClassify(`.
+            let variant: String = kind
+                .split('_')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect();
+            let want = kinds.iter().filter(|k| *k == kind).count();
+            let got = out
+                .lines()
+                .filter(|l| l.trim() == format!("{variant}("))
+                .count();
+            assert_eq!(got, want, "{}: {kind} steps in\n{out}", file.display());
+        }
+    }
+    assert!(!tmp.path().join("runs").exists(), "a dry run wrote runs/");
+}
+
 #[test]
 fn malformed_pipelines_fail_with_clear_messages() {
     let tmp = tempfile::tempdir().unwrap();
@@ -219,31 +277,4 @@ fn malformed_pipelines_fail_with_clear_messages() {
         &["cannot read missing.toml"],
     );
     assert!(!dir.join("runs").exists(), "a failed parse wrote runs/");
-}
-
-#[test]
-fn every_shipped_pipeline_parses() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut seen = Vec::new();
-    for entry in std::fs::read_dir(repo().join("pipelines")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-            continue;
-        }
-        let out = ok(kd_in(
-            tmp.path(),
-            &["run", "--dry-run", path.to_str().unwrap()],
-        ));
-        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
-        assert!(out.contains(&format!("\"{stem}\"")), "{stem}: {out}");
-        seen.push(stem);
-    }
-    seen.sort();
-    for name in [
-        "distilbert-quickstart",
-        "tinybert-general",
-        "tinybert-4-general",
-    ] {
-        assert!(seen.iter().any(|s| s == name), "{name} not in {seen:?}");
-    }
 }
