@@ -123,7 +123,7 @@ impl CachePlan {
     /// The windows of training epoch `epoch`: the shards of masked view `epoch % views`, each
     /// cut into windows of `window_records`, every window of the view in one seeded order (so
     /// consecutive windows come from different shards and length bands); in each window records
-    /// are sorted by length, cut into batches, and the batches shuffled.
+    /// are shuffled, sorted by length (stable), cut into batches, and the batches shuffled.
     pub fn epoch_windows(&self, seed: u64, epoch: u64, cfg: &StreamConfig) -> Vec<Window> {
         let view = (epoch % u64::from(self.cache_epochs)) as u32;
         let mut spans = Vec::new();
@@ -141,8 +141,11 @@ impl CachePlan {
         spans
             .into_iter()
             .map(|(s, records)| {
+                // Shuffled before the (stable) sort, so records of equal length meet other
+                // batch mates every epoch.
                 let mut idx: Vec<usize> = records.clone().collect();
-                idx.sort_by_key(|&i| (self.lengths[i], i));
+                shuffle(&mut idx, &mut rng);
+                idx.sort_by_key(|&i| self.lengths[i]);
                 let mut batches: Vec<Vec<usize>> = idx
                     .chunks(cfg.batch_size.max(1))
                     .map(<[usize]>::to_vec)

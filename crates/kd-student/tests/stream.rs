@@ -125,17 +125,62 @@ fn plan_is_a_function_of_seed_and_epoch() {
         for win in &w {
             let shard = reader.shard_range(win.shard);
             assert!(shard.start <= win.records.start && win.records.end <= shard.end);
-            let mut sorted: Vec<usize> = win.records.clone().collect();
-            sorted.sort_by_key(|&i| (records[i].len(), i));
+            // Batches are cuts of the window sorted by length: put in order of their shortest
+            // and longest records, their lengths never decrease.
+            let len = |i: &usize| records[*i].len();
             let mut got = win.batches.clone();
-            got.sort_by_key(|b| sorted.iter().position(|i| *i == b[0]));
-            assert_eq!(got.concat(), sorted);
+            got.sort_by_key(|b| (len(&b[0]), len(&b[b.len() - 1])));
+            let lengths: Vec<usize> = got.concat().iter().map(len).collect();
+            assert!(lengths.windows(2).all(|p| p[0] <= p[1]), "{lengths:?}");
+            let mut held = got.concat();
+            held.sort_unstable();
+            assert_eq!(held, win.records.clone().collect::<Vec<_>>());
             assert!(win.batches.iter().all(|b| b.len() <= 3));
         }
         // Windows of every shard come in one seeded order, not shard after shard: 3 shards of
         // 3 windows each change shard at most twice when read shard by shard.
         let changes = w.windows(2).filter(|p| p[0].shard != p[1].shard).count();
         assert!(changes > 2, "epoch {epoch}: {changes} shard changes");
+    }
+}
+
+/// Records of equal length meet different batch mates from epoch to epoch (the window is
+/// shuffled before its stable sort by length), and batches stay cuts of the sorted window.
+#[test]
+fn batch_mates_change_between_epochs_of_one_view() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("model"));
+    let synth = Synth {
+        records: 60,
+        ..Synth::default()
+    };
+    let records = write_cache(&tmp.path().join("cache"), &model, &synth);
+    let p = plan(&tmp.path().join("cache"));
+    let composition = |epoch: u64| -> BTreeSet<Vec<usize>> {
+        let w = p.epoch_windows(3, epoch, &cfg(4, 100));
+        assert_eq!(w.len(), 1);
+        w[0].batches
+            .iter()
+            .map(|b| {
+                let mut b = b.clone();
+                b.sort_unstable();
+                b
+            })
+            .collect()
+    };
+    let first = composition(0);
+    let changed = (1..4).filter(|&e| composition(e) != first).count();
+    assert_eq!(changed, 3, "batch mates repeat across epochs");
+    for b in &first {
+        let (lo, hi) = b.iter().fold((usize::MAX, 0), |(lo, hi), &i| {
+            (lo.min(records[i].len()), hi.max(records[i].len()))
+        });
+        // No record outside the batch lies strictly inside its length band.
+        let inside = (0..60)
+            .filter(|i| !b.contains(i))
+            .filter(|&i| lo < records[i].len() && records[i].len() < hi)
+            .count();
+        assert_eq!(inside, 0, "batch {b:?} spans lengths {lo}..{hi}");
     }
 }
 
